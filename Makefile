@@ -1,0 +1,51 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Ports: LOCAL_PG_PORT, LOCAL_S3_PORT, LOCAL_SMTP_PORT, LOCAL_AIRFLOW_PORT (see local_stack/config.py).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help venv demo up down status psql test test-unit lint format clean
+
+help:
+	@echo "make demo   - run the whole pipeline end to end on the local stack"
+	@echo "make test   - run the tests (starts its own servers)"
+	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
+	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)")
+
+up: venv
+	$(PY) -m local_stack up --airflow
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m local_stack down; else echo "nothing to stop"; fi
+
+status: venv
+	$(PY) -m local_stack status
+
+psql: venv
+	@psql_bin=$$(command -v psql || echo "$$($(PY) -c 'from local_stack.postgres import find_bin_dir; print(find_bin_dir())')/psql"); \
+	eval "$$psql_bin \"$$($(PY) -c 'from local_stack.postgres import dsn; from local_stack.config import Ports; print(dsn(Ports.from_env().postgres))')\" $(ARGS)"
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean: down
+	rm -rf .local

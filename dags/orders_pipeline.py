@@ -1,0 +1,103 @@
+"""
+### Orders: raw CSV in S3 → cleaned Parquet → PostgreSQL
+
+Each run owns one date partition (`raw/orders/dt=YYYY-MM-DD/`):
+
+1. **list_new_files** lists the partition's CSV objects and keeps those whose
+   key + ETag the ledger has not loaded yet.
+2. **transform** (one mapped task per file) applies the data contract
+   (`include/contracts/orders.yml`), writes Parquet to `processed/` and rejected rows,
+   with line number and reason, to `rejected/`.
+3. **load** COPYs every processed file into staging and merges it into
+   `analytics.orders` with the ledger, in one transaction.
+4. **check_columns** / **check_table** run data-quality checks on the table.
+5. **notify** emails the per-file reconciliation (read = loaded + rejected + duplicates).
+
+Params: `day` (YYYY-MM-DD) loads another partition; `reprocess` loads files again even
+if the ledger has them (after a contract change).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.common.sql.operators.sql import SQLColumnCheckOperator, SQLTableCheckOperator
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from include.etl import pipeline
+from include.etl.config import POSTGRES_CONN_ID, PipelineSettings
+from include.etl.contract import load_contract
+from include.etl.notify import on_task_failure
+from include.etl.quality import column_checks, table_checks
+
+CONTRACT = load_contract(os.environ.get("ORDERS_CONTRACT", "orders"))
+DEFAULTS = PipelineSettings()
+
+default_args = {
+    "owner": "data-engineering",
+    "retries": int(os.environ.get("ORDERS_TASK_RETRIES", "3")),
+    "retry_delay": timedelta(seconds=float(os.environ.get("ORDERS_RETRY_DELAY_SECONDS", "30"))),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+    "on_failure_callback": on_task_failure,
+}
+
+
+@dag(
+    dag_id="orders_pipeline",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=4,
+    default_args=default_args,
+    params={
+        "day": Param(None, type=["null", "string"], format="date", description="Partition to load (YYYY-MM-DD)"),
+        "reprocess": Param(False, type="boolean", description="Load files again even if already in the ledger"),
+    },
+    tags=["etl", "orders", "s3", "postgres"],
+    doc_md=__doc__,
+)
+def orders_pipeline() -> None:
+    @task
+    def list_new_files() -> list[dict[str, Any]]:
+        return pipeline.list_new_files(get_current_context())
+
+    @task(map_index_template="{{ file_name }}")
+    def transform(obj: dict[str, Any]) -> dict[str, Any]:
+        context = get_current_context()
+        context["file_name"] = obj["key"].rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
+        return pipeline.transform(obj)
+
+    @task(trigger_rule="all_done")
+    def load(files: list[dict[str, Any]]) -> dict[str, Any]:
+        return pipeline.load(get_current_context(), files)
+
+    @task
+    def notify(report: dict[str, Any]) -> None:
+        pipeline.notify(get_current_context(), report)
+
+    files = list_new_files()
+    report = load(files)
+    files >> transform.expand(obj=files) >> report
+
+    checks = [
+        SQLColumnCheckOperator(
+            task_id="check_columns",
+            conn_id=POSTGRES_CONN_ID,
+            table=CONTRACT.table,
+            column_mapping=column_checks(CONTRACT),
+        ),
+        SQLTableCheckOperator(
+            task_id="check_table",
+            conn_id=POSTGRES_CONN_ID,
+            table=CONTRACT.table,
+            checks=table_checks(CONTRACT, DEFAULTS.ledger_table),
+        ),
+    ]
+    report >> checks >> notify(report)
+
+
+orders_pipeline()

@@ -1,0 +1,72 @@
+"""Local stack layout and ports: the one place their defaults live.
+
+Override any port with an environment variable (`LOCAL_PG_PORT=6543 make up`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = PROJECT_ROOT / ".local"
+
+WAREHOUSE_DB = "warehouse"
+AIRFLOW_DB = "airflow"
+DB_USER = "etl"
+BUCKETS = ("raw", "processed")
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int = 55432
+    s3: int = 55900
+    smtp: int = 55025
+    airflow: int = 8080
+
+    @classmethod
+    def from_env(cls) -> Ports:
+        d = cls()
+        return cls(
+            postgres=int(os.environ.get("LOCAL_PG_PORT", d.postgres)),
+            s3=int(os.environ.get("LOCAL_S3_PORT", d.s3)),
+            smtp=int(os.environ.get("LOCAL_SMTP_PORT", d.smtp)),
+            airflow=int(os.environ.get("LOCAL_AIRFLOW_PORT", d.airflow)),
+        )
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where the stack keeps its state (git-ignored)."""
+
+    root: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def pgsocket(self) -> Path:
+        return self.root / "pgsocket"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.root / "pids"
+
+    @property
+    def mailbox(self) -> Path:
+        return self.root / "mailbox"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    def make(self) -> None:
+        for p in (self.root, self.logs, self.pids, self.mailbox, self.airflow_home):
+            p.mkdir(parents=True, exist_ok=True)
