@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,8 @@ def stack() -> Iterator[LocalStack]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _started:
+        if "airflow.settings" in sys.modules:  # close Airflow's pooled connections first
+            sys.modules["airflow.settings"].dispose_orm()
         _STACK.stop()
     shutil.rmtree(_STATE, ignore_errors=True)
 

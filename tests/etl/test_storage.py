@@ -1,0 +1,188 @@
+"""S3 helpers against moto: partition listing, zone keys, conditional reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from include.etl import storage
+from include.etl.storage import RawObject
+
+BUCKET = "raw"
+PREFIX = "raw/orders/dt=2026-01-02/"
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _md5(body: bytes) -> str:
+    return hashlib.md5(body).hexdigest()  # noqa: S324 - S3's ETag of a single-part upload
+
+
+def test_list_partition_pages_past_1000_keys(s3: Any) -> None:
+    names = [f"{PREFIX}part-{i:05d}.csv" for i in range(1_100)]
+    for key in reversed(names):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"a\n")
+    csvs, others = storage.list_partition(s3, BUCKET, PREFIX)
+    assert [o.key for o in csvs] == names
+    assert {o.etag for o in csvs} == {_md5(b"a\n")}
+    assert {o.size for o in csvs} == {2}
+    assert others == []
+
+
+def test_list_partition_sorts_csvs_and_reports_others(s3: Any) -> None:
+    bodies = {
+        f"{PREFIX}orders_02.csv": b"b,c\n",
+        f"{PREFIX}orders_01.csv.gz": b"\x1f\x8b gzip",
+        f"{PREFIX}orders_03.CSV": b"upper\n",
+        f"{PREFIX}_SUCCESS": b"",
+        f"{PREFIX}notes.txt": b"hello",
+        f"{PREFIX}orders.csv.bak": b"old",
+        f"{PREFIX}sub/": b"",
+        f"{PREFIX}sub/orders_00.csv": b"nested\n",
+        "raw/orders/dt=2026-01-03/orders_01.csv": b"other day\n",
+        "raw/orders/dt=2026-01-02.csv": b"sibling\n",
+    }
+    for key, body in bodies.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+
+    csvs, others = storage.list_partition(s3, BUCKET, PREFIX)
+
+    expected = [
+        f"{PREFIX}orders_01.csv.gz",
+        f"{PREFIX}orders_02.csv",
+        f"{PREFIX}orders_03.CSV",
+        f"{PREFIX}sub/orders_00.csv",
+    ]
+    assert csvs == [RawObject(k, _md5(bodies[k]), len(bodies[k])) for k in expected]
+    assert all('"' not in o.etag for o in csvs)
+    assert others == [f"{PREFIX}_SUCCESS", f"{PREFIX}notes.txt", f"{PREFIX}orders.csv.bak"]
+
+
+def test_list_partition_empty_prefix_gives_nothing(s3: Any) -> None:
+    assert storage.list_partition(s3, BUCKET, PREFIX) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "gzipped"),
+    [
+        (f"{PREFIX}orders_01.csv", "orders_01.csv", False),
+        (f"{PREFIX}orders_01.csv.gz", "orders_01.csv.gz", True),
+        (f"{PREFIX}ORDERS_01.CSV.GZ", "ORDERS_01.CSV.GZ", True),
+    ],
+)
+def test_raw_object_name_and_gzip_flag(key: str, name: str, gzipped: bool) -> None:
+    obj = RawObject(key, "etag", 1)
+    assert (obj.name, obj.gzipped) == (name, gzipped)
+
+
+@pytest.mark.parametrize(
+    ("raw_key", "raw_prefix", "zone_prefix", "suffix", "expected"),
+    [
+        (
+            "raw/orders/dt=2026-01-02/a.csv",
+            "raw/orders",
+            "processed/orders",
+            ".parquet",
+            "processed/orders/dt=2026-01-02/a.parquet",
+        ),
+        (
+            "raw/orders/dt=2026-01-02/a.csv.gz",
+            "raw/orders",
+            "processed/orders",
+            ".parquet",
+            "processed/orders/dt=2026-01-02/a.parquet",
+        ),
+        (
+            "raw/orders/dt=2026-01-02/a.csv.gz",
+            "raw/orders",
+            "rejected/orders",
+            ".csv",
+            "rejected/orders/dt=2026-01-02/a.csv",
+        ),
+        (
+            "raw/orders/dt=2026-01-02/A.CSV",
+            "raw/orders",
+            "processed/orders",
+            ".parquet",
+            "processed/orders/dt=2026-01-02/A.parquet",
+        ),
+        (
+            "raw/orders/dt=2026-01-02/a.v2.csv",
+            "/raw/orders/",
+            "/processed/orders/",
+            ".parquet",
+            "processed/orders/dt=2026-01-02/a.v2.parquet",
+        ),
+        (
+            "raw/orders/dt=2026-01-02/sub/a.csv",
+            "raw/orders",
+            "processed/orders",
+            ".parquet",
+            "processed/orders/dt=2026-01-02/sub/a.parquet",
+        ),
+        ("elsewhere/x/a.csv", "raw/orders", "processed/orders", ".parquet", "processed/orders/a.parquet"),
+        (
+            "raw/orders_old/dt=2026-01-02/a.csv",
+            "raw/orders",
+            "processed/orders",
+            ".parquet",
+            "processed/orders/a.parquet",
+        ),
+    ],
+)
+def test_zone_key(raw_key: str, raw_prefix: str, zone_prefix: str, suffix: str, expected: str) -> None:
+    assert storage.zone_key(raw_key, raw_prefix, zone_prefix, suffix) == expected
+
+
+@pytest.mark.parametrize(
+    ("prefix", "day", "expected"),
+    [
+        ("raw/orders", "2026-01-02", "raw/orders/dt=2026-01-02/"),
+        ("raw/orders/", "2026-01-02", "raw/orders/dt=2026-01-02/"),
+        ("/raw/orders/", "2026-12-31", "raw/orders/dt=2026-12-31/"),
+    ],
+)
+def test_partition_prefix(prefix: str, day: str, expected: str) -> None:
+    assert storage.partition_prefix(prefix, day) == expected
+
+
+def test_open_object_with_current_etag_reads_body(s3: Any) -> None:
+    key = f"{PREFIX}a.csv"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"a,b\n1,2\n")
+    (obj,), _ = storage.list_partition(s3, BUCKET, PREFIX)
+    assert storage.open_object(s3, BUCKET, key, obj.etag).read() == b"a,b\n1,2\n"
+
+
+def test_open_object_fails_when_object_changed_since_listing(s3: Any) -> None:
+    key = f"{PREFIX}a.csv"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"v1\n")
+    (obj,), _ = storage.list_partition(s3, BUCKET, PREFIX)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"v2\n")
+    with pytest.raises(ClientError) as info:
+        storage.open_object(s3, BUCKET, key, obj.etag)
+    assert info.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert storage.open_object(s3, BUCKET, key).read() == b"v2\n"
+
+
+def test_upload_and_delete(s3: Any, tmp_path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"x\n")
+    storage.upload(s3, str(path), BUCKET, "out/x.csv", "text/csv", {"Metadata": {"reject-reason": "why"}})
+    head = s3.head_object(Bucket=BUCKET, Key="out/x.csv")
+    assert head["ContentType"] == "text/csv"
+    assert head["Metadata"] == {"reject-reason": "why"}
+    storage.delete(s3, BUCKET, "out/x.csv")
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")
+    storage.delete(s3, BUCKET, "out/never-existed.csv")  # deleting a missing key is not an error

@@ -1,0 +1,156 @@
+"""The load against a real PostgreSQL: COPY + merge, dedup rules, ledger, atomicity."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from include.etl import storage
+from include.etl.config import PipelineSettings
+from include.etl.load import load_files
+from include.etl.transform import FileResult, transform_file
+from local_stack import postgres
+from local_stack.config import DB_USER
+
+pytestmark = pytest.mark.integration
+
+HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
+
+
+@pytest.fixture
+def db(stack: Any) -> Iterator[psycopg.Connection]:
+    """A fresh, empty database for each test."""
+    admin = psycopg.connect(postgres.dsn(stack.ports.postgres, "postgres"), autocommit=True)
+    admin.execute("DROP DATABASE IF EXISTS load_test WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE load_test OWNER {DB_USER}")
+    with psycopg.connect(postgres.dsn(stack.ports.postgres, "load_test")) as conn:
+        yield conn
+    admin.execute("DROP DATABASE load_test WITH (FORCE)")
+    admin.close()
+
+
+@pytest.fixture
+def s3(stack: Any) -> Any:
+    client = stack.s3()
+    for bucket in ("raw", "processed"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="load-test/"):
+            for obj in page.get("Contents", []):
+                client.delete_object(Bucket=bucket, Key=obj["Key"])
+    return client
+
+
+SETTINGS = PipelineSettings(
+    raw_prefix="load-test/raw", processed_prefix="load-test/processed", rejected_prefix="load-test/rejected"
+)
+
+
+def _put_and_transform(s3: Any, contract: Any, name: str, body: str, day: str = "2026-01-01") -> FileResult:
+    key = f"load-test/raw/dt={day}/{name}"
+    s3.put_object(Bucket="raw", Key=key, Body=body.encode())
+    obj = next(o for o in storage.list_partition(s3, "raw", f"load-test/raw/dt={day}/")[0] if o.key == key)
+    return transform_file(s3, obj, contract, SETTINGS)
+
+
+def _rows(conn: psycopg.Connection) -> dict[str, tuple[Any, ...]]:
+    cur = conn.execute("SELECT order_id, product_name, quantity, unit_price, total_price, source_key FROM analytics.orders")
+    return {r[0]: r[1:] for r in cur.fetchall()}
+
+
+def test_merge_keeps_latest_order_ts_then_later_file_then_later_line(db, s3, contract) -> None:
+    a = _put_and_transform(
+        s3, contract, "a.csv",
+        HEADER
+        + "A,2026-01-01 10:00,c,old,x,1,1.00,North\n"  # superseded by b.csv's later order_ts
+        + "B,2026-01-01 10:00,c,a-line2,x,1,1.00,North\n"  # tie with b.csv: the later file wins
+        + "C,2026-01-01 10:00,c,first,x,1,1.00,North\n"
+        + "C,2026-01-01 10:00,c,second,x,1,1.00,North\n"  # tie in one file: the later line wins
+        + "D,2026-01-01 10:00,c,same,x,1,1.00,North\n"
+        + "D,2026-01-01 10:00,c,same,x,1,1.00,North\n",  # exact duplicate
+    )
+    b = _put_and_transform(
+        s3, contract, "b.csv",
+        HEADER + "A,2026-01-01 12:00,c,new,x,2,1.50,North\nB,2026-01-01 10:00,c,b-line2,x,1,1.00,North\n",
+    )
+    report = load_files(db, s3, contract, SETTINGS, [a, b], "run-1")
+    rows = _rows(db)
+    assert rows["A"][:4] == ("new", 2, Decimal("1.50"), Decimal("3.00"))
+    assert rows["B"][0] == "b-line2"
+    assert rows["C"][0] == "second"
+    assert rows["D"][0] == "same"
+    assert len(rows) == 4
+    per_file = {f["source_key"].rsplit("/", 1)[-1]: f for f in report.files}
+    # a.csv: 6 read, A and B lost to b.csv, C and D each once -> 2 loaded, 4 duplicates.
+    assert (per_file["a.csv"]["rows_loaded"], per_file["a.csv"]["rows_duplicate"]) == (2, 4)
+    assert (per_file["b.csv"]["rows_loaded"], per_file["b.csv"]["rows_duplicate"]) == (2, 0)
+    for f in report.files:
+        assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_duplicate"]
+    ledger = db.execute("SELECT count(*), sum(rows_inserted) FROM etl.file_ledger").fetchone()
+    assert ledger == (2, 4)
+
+
+def test_reload_of_same_files_is_skipped_and_changes_nothing(db, s3, contract) -> None:
+    a = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [a], "run-1")
+    before = db.execute("SELECT order_id, loaded_at FROM analytics.orders").fetchall()
+    report = load_files(db, s3, contract, SETTINGS, [a], "run-2")
+    assert report.skipped == [a.source_key]
+    assert report.rows_staged == 0
+    assert db.execute("SELECT order_id, loaded_at FROM analytics.orders").fetchall() == before
+    assert db.execute("SELECT run_id FROM etl.file_ledger").fetchall() == [("run-1",)]
+
+
+def test_reprocess_merges_again_without_changing_unchanged_rows(db, s3, contract) -> None:
+    a = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [a], "run-1")
+    before = db.execute("SELECT loaded_at FROM analytics.orders").fetchall()
+    report = load_files(db, s3, contract, SETTINGS, [a], "run-2", reprocess=True)
+    assert report.rows_staged == 1
+    assert (report.rows_inserted, report.rows_updated) == (0, 0)
+    assert db.execute("SELECT loaded_at FROM analytics.orders").fetchall() == before
+    assert db.execute("SELECT rows_inserted, run_id FROM etl.file_ledger").fetchone() == (1, "run-2")
+
+
+def test_a_changed_file_version_is_loaded_and_later_load_wins(db, s3, contract) -> None:
+    v1 = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,v1,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [v1], "run-1")
+    v2 = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 09:00,c,v2,x,1,1.00,North\n")
+    assert v2.etag != v1.etag
+    report = load_files(db, s3, contract, SETTINGS, [v2], "run-2")
+    assert report.rows_updated == 1
+    assert _rows(db)["A"][0] == "v2"  # across runs, the most recent load wins
+    assert db.execute("SELECT count(*) FROM etl.file_ledger").fetchone() == (2,)
+
+
+def test_failure_mid_load_loads_nothing(db, s3, contract) -> None:
+    base = _put_and_transform(s3, contract, "base.csv", HEADER + "Z,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [base], "run-0")
+    good = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    missing = FileResult(**{**good.to_dict(), "source_key": "load-test/raw/dt=2026-01-01/gone.csv",
+                            "processed_key": "load-test/processed/dt=2026-01-01/gone.parquet"})
+    with pytest.raises(Exception, match="404|Not Found|NoSuchKey"):
+        load_files(db, s3, contract, SETTINGS, [good, missing], "run-1")
+    db.rollback()
+    assert db.execute("SELECT order_id FROM analytics.orders").fetchall() == [("Z",)]
+    assert db.execute("SELECT source_key FROM etl.file_ledger").fetchall() == [(base.source_key,)]
+
+
+def test_whole_file_rejection_is_recorded_in_ledger(db, s3, contract) -> None:
+    bad = _put_and_transform(s3, contract, "bad.csv", "order_id,quantity\n1,2\n3,4\n")
+    report = load_files(db, s3, contract, SETTINGS, [bad], "run-1")
+    assert report.files[0]["status"] == "rejected"
+    row = db.execute("SELECT status, reason, rows_read, rows_rejected FROM etl.file_ledger").fetchone()
+    assert row[0] == "rejected" and "missing required column" in row[1] and row[2:] == (2, 2)
+
+
+def test_copy_handles_text_that_needs_quoting(db, s3, contract) -> None:
+    body = HEADER + 'A,2026-01-01 10:00,c,"Webcam, 1080p ""pro""",x,1,1.00,North\n'
+    a = _put_and_transform(s3, contract, "q.csv", body)
+    load_files(db, s3, contract, SETTINGS, [a], "run-1")
+    assert _rows(db)["A"][0] == 'Webcam, 1080p "pro"'
+
+

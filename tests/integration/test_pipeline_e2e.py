@@ -1,0 +1,176 @@
+"""End to end through Airflow (`dag.test()`) against the real local servers.
+
+Two dates of dirty sample orders go from moto's S3 server through the DAG into
+PostgreSQL; the email lands in the SMTP sink's mailbox.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from include.etl import transform as transform_module
+from local_stack.sample_orders import generate
+from local_stack.stack import LocalStack
+from tests.integration.conftest import html_body, mails, table_checksum
+
+pytestmark = pytest.mark.integration
+
+DAYS = [date(2026, 3, 1), date(2026, 3, 2)]
+HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
+
+
+@pytest.fixture(scope="module")
+def dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from local_stack.config import PROJECT_ROOT
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert not bag.import_errors
+    return bag.dags["orders_pipeline"]
+
+
+def run(dag: Any, day: str, **conf: Any) -> str:
+    dag_run = dag.test(run_conf={"day": day, **conf})
+    return str(dag_run.state)
+
+
+def _ledger(warehouse: Any, day: str) -> dict[str, tuple[Any, ...]]:
+    rows = warehouse.execute(
+        "SELECT source_key, status, rows_read, rows_loaded, rows_rejected, rows_duplicate, reason "
+        "FROM etl.file_ledger WHERE source_key LIKE %s",
+        (f"raw/orders/dt={day}/%",),
+    ).fetchall()
+    return {r[0].rsplit("/", 1)[-1]: r[1:] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def two_days(stack: LocalStack, dag: Any) -> dict[str, Any]:
+    """Seed the sample plus one hand-written file, run the DAG for two dates."""
+    files = generate(DAYS, files=3, rows_per_file=60)
+    files[DAYS[0].isoformat()]["handwritten.csv"] = (
+        HEADER
+        + "HW-1,2026-03-01T10:00:00+02:00,,  Desk   Lamp ,home & GARDEN,3,\"$1,234.50\",north\n"
+        + "HW-2,03/01/2026 13:45,C9,Mug,,2,0.10,WEST\n"
+        + "HW-3,garbage,C9,Mug,,2,0.10,WEST\n"
+    ).encode()
+    stack.seed(files)
+    states = {day: run(dag, day) for day in files}
+    return {"files": files, "states": states}
+
+
+def test_both_runs_succeed_and_every_file_is_reconciled(two_days, warehouse) -> None:
+    assert set(two_days["states"].values()) == {"success"}
+    for day, named in two_days["files"].items():
+        ledger = _ledger(warehouse, day)
+        assert set(ledger) == set(named)
+        for status, read, loaded, rejected, dups, _ in ledger.values():
+            assert read == loaded + rejected + dups
+            assert read > 0
+            assert status in {"loaded", "rejected"}
+
+
+def test_rows_and_values_in_postgres(two_days, warehouse) -> None:
+    rows = warehouse.execute(
+        "SELECT order_id, order_ts, order_date, customer_id, product_name, category, quantity, unit_price, "
+        "total_price, region, source_key FROM analytics.orders WHERE order_id LIKE 'HW-%' ORDER BY 1"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["HW-1", "HW-2"]
+    hw1, hw2 = rows
+    assert hw1[1].isoformat() == "2026-03-01T08:00:00+00:00"
+    assert hw1[2] == date(2026, 3, 1)
+    assert hw1[3:] == ("guest", "Desk Lamp", "Home & Garden", 3, Decimal("1234.50"), Decimal("3703.50"), "North",
+                       "raw/orders/dt=2026-03-01/handwritten.csv")
+    assert hw2[1].isoformat() == "2026-03-01T13:45:00+00:00"
+    assert hw2[5:10] == ("Uncategorized", 2, Decimal("0.10"), Decimal("0.20"), "West")
+    total = warehouse.execute("SELECT count(*), count(DISTINCT order_id) FROM analytics.orders").fetchone()
+    ledger_total = warehouse.execute("SELECT sum(rows_inserted) FROM etl.file_ledger").fetchone()[0]
+    assert total[0] == total[1] == ledger_total > 300
+
+
+def test_missing_column_file_is_quarantined_and_others_load(two_days, warehouse, stack) -> None:
+    day = DAYS[0].isoformat()
+    legacy = next(name for name in two_days["files"][day] if "legacy" in name)
+    status, read, loaded, rejected, _, reason = _ledger(warehouse, day)[legacy]
+    assert (status, loaded, rejected) == ("rejected", 0, read)
+    assert reason == "missing required column(s): region"
+    key = f"rejected/orders/dt={day}/{legacy}"
+    obj = stack.s3().get_object(Bucket="processed", Key=key)
+    assert obj["Metadata"]["reject-reason"] == reason
+    assert obj["Body"].read().decode().count("missing required column(s): region") == read
+    others = [v for k, v in _ledger(warehouse, day).items() if k != legacy]
+    assert others and all(v[0] == "loaded" and v[2] > 0 for v in others)
+
+
+def test_processed_parquet_and_rejected_rows_in_s3(two_days, stack, tmp_path) -> None:
+    s3 = stack.s3()
+    day = DAYS[0].isoformat()
+    key = f"processed/orders/dt={day}/handwritten.parquet"
+    s3.download_file("processed", key, str(tmp_path / "p.parquet"))
+    table = pq.read_table(tmp_path / "p.parquet")
+    assert table.column("order_id").to_pylist() == ["HW-1", "HW-2"]
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    rejected = s3.get_object(Bucket="processed", Key=f"rejected/orders/dt={day}/handwritten.csv")["Body"].read()
+    lines = rejected.decode().splitlines()
+    assert lines[1].startswith('4,"order_ts \'garbage\' is not a recognised date/time",,"HW-3","garbage"')
+
+
+def test_success_email_has_the_per_file_summary(two_days, stack) -> None:
+    summaries = [m for m in mails(stack.paths.mailbox) if "load succeeded" in m["subject"]]
+    subjects = {m["subject"] for m in summaries}
+    for day in two_days["files"]:
+        assert f"[orders_pipeline] {day}: load succeeded" in subjects
+    body = html_body(next(m for m in summaries if DAYS[0].isoformat() in m["subject"]))
+    assert "handwritten.csv" in body
+    assert "missing required column(s): region" in body
+    assert "Totals: read" in body
+    assert summaries[0]["to"] == "data-team@example.com"
+
+
+def test_rerun_changes_nothing(two_days, dag, warehouse) -> None:
+    before = table_checksum(warehouse)
+    ledger_before = warehouse.execute("SELECT count(*) FROM etl.file_ledger").fetchone()
+    for day in two_days["files"]:
+        assert run(dag, day) == "success"
+    assert table_checksum(warehouse) == before
+    assert warehouse.execute("SELECT count(*) FROM etl.file_ledger").fetchone() == ledger_before
+
+
+def test_failed_file_is_loaded_by_the_next_run(stack, dag, warehouse, monkeypatch) -> None:
+    day = "2026-03-05"
+    stack.seed(
+        {
+            day: {
+                "good.csv": (HEADER + "F-1,2026-03-05 10:00,c,p,x,1,1.00,North\n").encode(),
+                "flaky.csv": (HEADER + "F-2,2026-03-05 10:00,c,p,x,1,1.00,North\n").encode(),
+            }
+        }
+    )
+    real = transform_module.transform_file
+
+    def broken(s3: Any, obj: Any, *args: Any) -> Any:
+        if obj.key.endswith("flaky.csv"):
+            raise ConnectionError("simulated S3 outage for flaky.csv")
+        return real(s3, obj, *args)
+
+    monkeypatch.setattr(transform_module, "transform_file", broken)
+    assert run(dag, day) == "failed"
+    assert set(_ledger(warehouse, day)) == {"good.csv"}
+    loaded = warehouse.execute("SELECT order_id FROM analytics.orders WHERE order_id LIKE 'F-%'").fetchall()
+    assert loaded == [("F-1",)]
+    messages = mails(stack.paths.mailbox)
+    alert = [m for m in messages if m["subject"] == "[orders_pipeline] task transform[flaky.csv] failed"]
+    assert alert and "simulated S3 outage for flaky.csv" in html_body(alert[-1])
+    summary = [m for m in messages if m["subject"] == f"[orders_pipeline] {day}: load FAILED for 1 file(s)"]
+    assert summary and "flaky.csv" in html_body(summary[-1])
+
+    monkeypatch.setattr(transform_module, "transform_file", real)
+    assert run(dag, day) == "success"
+    assert set(_ledger(warehouse, day)) == {"good.csv", "flaky.csv"}
+    loaded = warehouse.execute("SELECT order_id FROM analytics.orders WHERE order_id LIKE 'F-%' ORDER BY 1").fetchall()
+    assert loaded == [("F-1",), ("F-2",)]
