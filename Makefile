@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv demo up down status psql test test-unit lint format clean
+.PHONY: help venv lock demo up down status psql test lint format clean
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
@@ -14,13 +14,19 @@ help:
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
+# requirements-dev.lock is every transitive version, resolved for all platforms by `make lock`.
+$(VENV)/.installed: requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.lock
 	touch $@
 
 venv: $(VENV)/.installed
+
+lock: venv
+	$(VENV)/bin/uv pip compile requirements-dev.txt --universal --python-version 3.11 --no-header \
+		-o requirements-dev.lock
 
 demo: venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)")

@@ -25,7 +25,9 @@ REJECT_REASON = "reject_reason"
 
 _INT_RE = r"^[+-]?\d{1,18}(\.0*)?$"
 _DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d+)(?:\.(?P<frac>\d*))?$"
-_CURRENCY_CHARS = r"[\s$€£,]"
+_CURRENCY_CHARS = r"[\s$€£]"
+# Thousands separators are accepted only in groups of three ("1,234.50", not "3,00").
+_THOUSANDS_RE = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def _quoted(raw: pa.Array) -> pa.Array:
 
 def _integer(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     ok = pc.match_substring_regex(present, _INT_RE)
-    whole = pc.replace_substring_regex(pc.if_else(ok, present, pa.scalar(None, pa.string())), r"\.0*$", "")
+    whole = pc.replace_substring_regex(pc.if_else(ok, present, pa.scalar(None, pa.string())), r"^\+|\.0*$", "")
     numbers = pc.cast(whole, pa.int64())
     not_int = _reason(pc.invert(ok), f"{col.name} {{v}} is not a whole number", _quoted(raw))
     low = (
@@ -217,6 +219,8 @@ def _integer(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, p
 
 def _decimal(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     stripped = pc.replace_substring_regex(present, _CURRENCY_CHARS, "")
+    grouped = pc.match_substring_regex(stripped, _THOUSANDS_RE)
+    stripped = pc.if_else(grouped, pc.replace_substring(stripped, ",", ""), stripped)
     parts = pc.extract_regex(stripped, _DECIMAL_RE)
     ok = pc.is_valid(parts).fill_null(False)
     sign, whole, frac = (pc.struct_field(parts, i) for i in range(3))

@@ -112,13 +112,15 @@ class Contract:
             by_key.setdefault(normalize_header(h), []).append(i)
         mapping: dict[str, int] = {}
         used: set[int] = set()
-        for col in self.columns:
-            for candidate in (col.name, *col.aliases):
+        # Own names first, so an alias of one column never takes another column's own name.
+        for candidates in ([(c, c.name) for c in self.columns], [(c, a) for c in self.columns for a in c.aliases]):
+            for col, candidate in candidates:
+                if col.name in mapping:
+                    continue
                 free = [i for i in by_key.get(normalize_header(candidate), []) if i not in used]
                 if free:
                     mapping[col.name] = free[0]
                     used.add(free[0])
-                    break
         missing = tuple(c for c in self.required_columns if c not in mapping)
         extra = tuple(headers[i] for i in range(len(headers)) if i not in used)
         return HeaderMapping(mapping, missing, extra)

@@ -126,6 +126,8 @@ def _batches(
 ) -> Iterator[RawBatch]:
     emitted = 0
     try:
+        if stream.header_lines > 1:
+            raise _RestartExactError()  # pyarrow skips the header by physical line
         for batch in _fast_batches(opener, dialect, encoding, stream, batch_bytes):
             emitted += batch.num_rows
             yield batch
@@ -133,11 +135,13 @@ def _batches(
     except _RestartExactError:
         pass
     except pa.ArrowInvalid as exc:
-        if "UTF8" not in str(exc) or not dialect.fallback_encoding or encoding == dialect.fallback_encoding:
-            raise CsvFormatError(f"cannot parse CSV: {exc}") from exc
-        # Invalid UTF-8 beyond the probe: the whole file is read in the fallback encoding.
-        encoding = dialect.fallback_encoding
-        stream.encoding = encoding
+        if "UTF8" in str(exc):
+            if not dialect.fallback_encoding or encoding == dialect.fallback_encoding:
+                raise CsvFormatError(f"file is not valid {encoding}: {exc}") from exc
+            # Invalid UTF-8 beyond the probe: the whole file is read in the fallback encoding.
+            encoding = dialect.fallback_encoding
+            stream.encoding = encoding
+        # Anything else pyarrow cannot parse is read on the exact path.
     # Re-read on the exact path, skipping rows the fast path already gave out.
     stream.malformed.clear()
     stream.blank_lines = 0
@@ -220,7 +224,7 @@ def _blank_mask(columns: list[pa.Array]) -> np.ndarray | None:
     """Rows whose every field is empty (blank lines); None when there are none."""
     mask = None
     for col in columns:
-        empty = pc.equal(pc.binary_length(col), 0)
+        empty = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(col)), 0)
         mask = empty if mask is None else pc.and_(mask, empty)
     if mask is None or not pc.any(mask).as_py():
         return None
@@ -249,9 +253,9 @@ def _exact_batches(opener: Opener, dialect: CsvDialect, encoding: str, stream: C
         rows: list[list[str]] = []
         lines: list[int] = []
         prev_end = reader.line_num
-        for row in reader:
+        for row in _decoded(reader, encoding):
             start, prev_end = prev_end + 1, reader.line_num
-            if not row or not any(row):
+            if not any(field.strip() for field in row):
                 stream.blank_lines += 1
                 continue
             if len(row) != width:
@@ -270,12 +274,22 @@ def _exact_batches(opener: Opener, dialect: CsvDialect, encoding: str, stream: C
             yield _to_batch(rows, lines, width)
 
 
+def _decoded(reader: Iterator[list[str]], encoding: str) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except UnicodeDecodeError as exc:
+        raise CsvFormatError(f"file is not valid {encoding}: {exc}") from exc
+    except csv.Error as exc:
+        raise CsvFormatError(f"cannot parse CSV: {exc}") from exc
+
+
 def _to_batch(rows: list[list[str]], lines: list[int], width: int) -> RawBatch:
     cols = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
     return RawBatch([pa.array(c, pa.string()) for c in cols], np.asarray(lines, dtype=np.int64))
 
 
 def _to_csv_line(row: list[str], delimiter: str) -> str:
+    """The record as CSV text (quoted as needed), without a line end."""
     out = io.StringIO()
-    csv.writer(out, delimiter=delimiter, lineterminator="").writerow(row)
-    return out.getvalue()
+    csv.writer(out, delimiter=delimiter, lineterminator="\r\n").writerow(row)
+    return out.getvalue()[:-2]

@@ -80,3 +80,10 @@ def upload(s3: Any, path: str, bucket: str, key: str, content_type: str, extra: 
 
 def delete(s3: Any, bucket: str, key: str) -> None:
     s3.delete_object(Bucket=bucket, Key=key)
+
+
+def copy(s3: Any, bucket: str, key: str, to_bucket: str, to_key: str, extra: dict[str, Any] | None = None) -> None:
+    """Server-side copy (multipart when large), replacing metadata with `extra`'s."""
+    s3.copy(
+        {"Bucket": bucket, "Key": key}, to_bucket, to_key, ExtraArgs={"MetadataDirective": "REPLACE", **(extra or {})}
+    )

@@ -31,6 +31,8 @@ from include.etl.contract import Contract
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
 
 PARQUET_COMPRESSION = "zstd"
+_PARQUET = "clean.parquet"
+_REJECTED = "rejected.csv"
 
 
 @dataclass
@@ -56,85 +58,98 @@ class FileResult:
 
 def transform_file(s3: Any, obj: storage.RawObject, contract: Contract, settings: PipelineSettings) -> FileResult:
     """Clean one raw object into its processed and rejected objects."""
-    processed_key = storage.zone_key(obj.key, settings.raw_prefix, settings.processed_prefix, ".parquet")
-    rejected_key = storage.zone_key(obj.key, settings.raw_prefix, settings.rejected_prefix, ".csv")
-    result = FileResult(source_key=obj.key, etag=obj.etag)
+    keys = _ZoneKeys(
+        processed=storage.zone_key(obj.key, settings.raw_prefix, settings.processed_prefix, ".parquet"),
+        rejected=storage.zone_key(obj.key, settings.raw_prefix, settings.rejected_prefix, ".csv"),
+    )
     opener = open_raw(lambda: storage.open_object(s3, settings.raw_bucket, obj.key, obj.etag), obj.gzipped)
-
     with tempfile.TemporaryDirectory(prefix="transform-") as tmp:
-        parquet_path = os.path.join(tmp, "clean.parquet")
-        rejected_path = os.path.join(tmp, "rejected.csv")
         try:
-            stream = read_csv(opener, contract.csv, settings.batch_bytes)
+            result = _clean_to_files(opener, obj, contract, settings, tmp)
         except CsvFormatError as exc:
-            result.status, result.reason = "rejected", str(exc)
-            _write_rejected_placeholder(rejected_path, str(exc))
-            storage.upload(
-                s3, rejected_path, settings.processed_bucket, rejected_key, "text/csv", _reason_metadata(str(exc))
-            )
-            result.rejected_key = rejected_key
-            storage.delete(s3, settings.processed_bucket, processed_key)
-            return result
-
-        mapping = contract.map_headers(stream.header)
-        result.encoding = stream.encoding
-        result.extra_columns = list(mapping.extra)
-        file_reason = f"missing required column(s): {', '.join(mapping.missing)}" if mapping.missing else None
-
-        rejected_writer: pacsv.CSVWriter | None = None
-
-        def write_rejected(table: pa.Table) -> None:
-            nonlocal rejected_writer
-            if table.num_rows == 0:
-                return
-            if rejected_writer is None:
-                rejected_writer = pacsv.CSVWriter(rejected_path, rejected_schema(stream.header))
-            rejected_writer.write_table(table)
-            result.rows_rejected += table.num_rows
-
-        with pq.ParquetWriter(parquet_path, output_schema(contract), compression=PARQUET_COMPRESSION) as writer:
-            for batch in stream.batches:
-                result.rows_read += batch.num_rows
-                if file_reason:
-                    write_rejected(whole_file_rejected(batch, stream.header, file_reason))
-                    continue
-                cleaned = clean_batch(batch, stream.header, mapping, contract, obj.key)
-                writer.write_table(cleaned.clean)
-                result.rows_clean += cleaned.clean.num_rows
-                write_rejected(cleaned.rejected)
-        if stream.malformed:
-            rows = stream.malformed
-            result.rows_read += len(rows)
-            write_rejected(
-                malformed_table(stream.header, [r.line for r in rows], [r.text for r in rows], [r.reason for r in rows])
-            )
-        result.blank_lines = stream.blank_lines
-        if rejected_writer is not None:
-            rejected_writer.close()
-
-        if file_reason:
-            result.status, result.reason = "rejected", file_reason
-            if rejected_writer is None:
-                _write_rejected_placeholder(rejected_path, file_reason, stream.header)
-            storage.delete(s3, settings.processed_bucket, processed_key)
-        else:
-            storage.upload(s3, parquet_path, settings.processed_bucket, processed_key, "application/vnd.apache.parquet")
-            result.processed_key = processed_key
-
-        if result.rows_rejected or file_reason:
-            metadata = _reason_metadata(file_reason) if file_reason else None
-            storage.upload(s3, rejected_path, settings.processed_bucket, rejected_key, "text/csv", metadata)
-            result.rejected_key = rejected_key
-        else:
-            storage.delete(s3, settings.processed_bucket, rejected_key)
+            return _reject_unreadable(s3, obj, settings, keys, str(exc))
+        _publish(s3, result, settings, keys, tmp)
     return result
+
+
+@dataclass(frozen=True)
+class _ZoneKeys:
+    processed: str
+    rejected: str
+
+
+def _clean_to_files(
+    opener: Any, obj: storage.RawObject, contract: Contract, settings: PipelineSettings, tmp: str
+) -> FileResult:
+    """Stream the CSV through the contract into tmp/clean.parquet and tmp/rejected.csv."""
+    result = FileResult(source_key=obj.key, etag=obj.etag)
+    stream = read_csv(opener, contract.csv, settings.batch_bytes)
+    mapping = contract.map_headers(stream.header)
+    result.extra_columns = list(mapping.extra)
+    if mapping.missing:
+        result.status, result.reason = "rejected", f"missing required column(s): {', '.join(mapping.missing)}"
+
+    rejected_writer: pacsv.CSVWriter | None = None
+
+    def write_rejected(table: pa.Table) -> None:
+        nonlocal rejected_writer
+        if rejected_writer is None:
+            rejected_writer = pacsv.CSVWriter(os.path.join(tmp, _REJECTED), rejected_schema(stream.header))
+        rejected_writer.write_table(table)
+        result.rows_rejected += table.num_rows
+
+    schema = output_schema(contract)
+    with pq.ParquetWriter(os.path.join(tmp, _PARQUET), schema, compression=PARQUET_COMPRESSION) as writer:
+        for batch in stream.batches:
+            result.rows_read += batch.num_rows
+            if result.reason:
+                write_rejected(whole_file_rejected(batch, stream.header, result.reason))
+                continue
+            cleaned = clean_batch(batch, stream.header, mapping, contract, obj.key)
+            writer.write_table(cleaned.clean)
+            result.rows_clean += cleaned.clean.num_rows
+            if cleaned.rejected.num_rows:
+                write_rejected(cleaned.rejected)
+    if stream.malformed:
+        rows = stream.malformed
+        result.rows_read += len(rows)
+        write_rejected(
+            malformed_table(stream.header, [r.line for r in rows], [r.text for r in rows], [r.reason for r in rows])
+        )
+    if result.reason and rejected_writer is None:
+        write_rejected(pa.Table.from_pylist([], schema=rejected_schema(stream.header)))  # header only: no rows
+    if rejected_writer is not None:
+        rejected_writer.close()
+    result.blank_lines = stream.blank_lines
+    result.encoding = stream.encoding
+    return result
+
+
+def _publish(s3: Any, result: FileResult, settings: PipelineSettings, keys: _ZoneKeys, tmp: str) -> None:
+    """Upload the outputs and remove outputs a previous version of the file left behind."""
+    bucket = settings.processed_bucket
+    if result.status == "processed":
+        storage.upload(s3, os.path.join(tmp, _PARQUET), bucket, keys.processed, "application/vnd.apache.parquet")
+        result.processed_key = keys.processed
+    else:
+        storage.delete(s3, bucket, keys.processed)
+    if result.rows_rejected or result.reason:
+        metadata = _reason_metadata(result.reason) if result.reason else None
+        storage.upload(s3, os.path.join(tmp, _REJECTED), bucket, keys.rejected, "text/csv", metadata)
+        result.rejected_key = keys.rejected
+    else:
+        storage.delete(s3, bucket, keys.rejected)
+
+
+def _reject_unreadable(
+    s3: Any, obj: storage.RawObject, settings: PipelineSettings, keys: _ZoneKeys, reason: str
+) -> FileResult:
+    """A file that cannot be read as CSV is copied to rejected/ as is, with the reason in its metadata."""
+    storage.copy(s3, settings.raw_bucket, obj.key, settings.processed_bucket, keys.rejected, _reason_metadata(reason))
+    storage.delete(s3, settings.processed_bucket, keys.processed)
+    return FileResult(source_key=obj.key, etag=obj.etag, rejected_key=keys.rejected, status="rejected", reason=reason)
 
 
 def _reason_metadata(reason: str) -> dict[str, Any]:
     # S3 user metadata must be ASCII.
     return {"Metadata": {"reject-reason": reason.encode("ascii", "replace").decode()[:1024]}}
-
-
-def _write_rejected_placeholder(path: str, reason: str, header: list[str] | None = None) -> None:
-    """A rejected file with no rows: the header only (the reason is in the object's metadata)."""
-    pacsv.write_csv(pa.Table.from_pylist([], schema=rejected_schema(header or [])), path)

@@ -262,13 +262,7 @@ def test_order_id_blank_rejected(contract: Contract, raw: str) -> None:
         ("0003", 3),
         ("1", 1),
         ("2147483647", 2147483647),
-        pytest.param(
-            "+3",
-            3,
-            marks=pytest.mark.xfail(
-                strict=True, raises=pa.ArrowInvalid, reason="BUG: _INT_RE accepts '+3' but the int64 cast fails"
-            ),
-        ),
+        pytest.param("+3", 3),
     ],
 )
 def test_quantity_accepted(contract: Contract, raw: str, expected: int) -> None:

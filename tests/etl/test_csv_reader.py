@@ -110,16 +110,17 @@ def test_other_delimiters(data: bytes, delimiter: str, header: list[str], rows: 
 def test_quoted_fields_commas_doubled_quotes_and_newlines() -> None:
     data = b'a,b\n"x, y","say ""hi"""\n"multi\nline",2\n5,6\n"three\nline\nvalue",7\n8,9\n'
     read = _read(data)
-    assert read.rows == [["x, y", 'say "hi"'], ["multi\nline", "2"], ["5", "6"], ["three\nline\nvalue", "7"], ["8", "9"]]
+    assert read.rows == [
+        ["x, y", 'say "hi"'],
+        ["multi\nline", "2"],
+        ["5", "6"],
+        ["three\nline\nvalue", "7"],
+        ["8", "9"],
+    ]
     assert read.lines == [2, 3, 5, 6, 9]
     assert read.malformed == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the fast path skips one physical line, so a multi-line header's tail becomes a data row",
-)
 def test_quoted_header_with_newline_shifts_line_numbers() -> None:
     read = _read(b'"first\ncolumn",b\n1,2\n3,4\n')
     assert read.header == ["first\ncolumn", "b"]
@@ -172,16 +173,7 @@ def test_malformed_rows_after_multiline_field_keep_exact_lines() -> None:
     [
         pytest.param(b'a,b\n"x, y",2,"z"\n1,2\n', '"x, y",2,z', id="comma"),
         pytest.param(b'a,b\n"say ""hi""",2,3\n', '"say ""hi""",2,3', id="quote"),
-        pytest.param(
-            b'a,b\n1,"x\ny",3\n',
-            '1,"x\ny",3',
-            id="newline",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="BUG: _to_csv_line uses lineterminator='' so fields with newlines are not quoted",
-            ),
-        ),
+        pytest.param(b'a,b\n1,"x\ny",3\n', '1,"x\ny",3', id="newline"),
     ],
 )
 def test_malformed_row_text_is_a_faithful_csv_record(data: bytes, text: str) -> None:
@@ -209,15 +201,7 @@ def test_no_header_raises(data: bytes) -> None:
     [
         pytest.param(b"a,b\n", id="LF"),
         pytest.param(b"a,b\r\n", id="CRLF"),
-        pytest.param(
-            b"a,b",
-            id="no-final-newline",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=CsvFormatError,
-                reason="BUG: pyarrow cannot skip the header row when it has no newline",
-            ),
-        ),
+        pytest.param(b"a,b", id="no-final-newline"),
     ],
 )
 def test_header_only_gives_zero_rows(data: bytes) -> None:
@@ -266,9 +250,7 @@ def test_small_batches_keep_exact_line_numbers(multiline_every: int, blank_every
     read = _read(data, batch_bytes=64)
     assert read.batches > 1
     assert read.lines == expected
-    assert [r[0] for r in read.rows] == [
-        str(i) for i in range(60) if not (blank_every and i % blank_every == 0)
-    ]
+    assert [r[0] for r in read.rows] == [str(i) for i in range(60) if not (blank_every and i % blank_every == 0)]
     assert read.blank_lines == (len(range(0, 60, blank_every)) if blank_every else 0)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
+from botocore.exceptions import ClientError
 
 from include.etl import storage
 from include.etl.config import PipelineSettings
@@ -57,13 +57,17 @@ def _put_and_transform(s3: Any, contract: Any, name: str, body: str, day: str = 
 
 
 def _rows(conn: psycopg.Connection) -> dict[str, tuple[Any, ...]]:
-    cur = conn.execute("SELECT order_id, product_name, quantity, unit_price, total_price, source_key FROM analytics.orders")
+    cur = conn.execute(
+        "SELECT order_id, product_name, quantity, unit_price, total_price, source_key FROM analytics.orders"
+    )
     return {r[0]: r[1:] for r in cur.fetchall()}
 
 
 def test_merge_keeps_latest_order_ts_then_later_file_then_later_line(db, s3, contract) -> None:
     a = _put_and_transform(
-        s3, contract, "a.csv",
+        s3,
+        contract,
+        "a.csv",
         HEADER
         + "A,2026-01-01 10:00,c,old,x,1,1.00,North\n"  # superseded by b.csv's later order_ts
         + "B,2026-01-01 10:00,c,a-line2,x,1,1.00,North\n"  # tie with b.csv: the later file wins
@@ -73,7 +77,9 @@ def test_merge_keeps_latest_order_ts_then_later_file_then_later_line(db, s3, con
         + "D,2026-01-01 10:00,c,same,x,1,1.00,North\n",  # exact duplicate
     )
     b = _put_and_transform(
-        s3, contract, "b.csv",
+        s3,
+        contract,
+        "b.csv",
         HEADER + "A,2026-01-01 12:00,c,new,x,2,1.50,North\nB,2026-01-01 10:00,c,b-line2,x,1,1.00,North\n",
     )
     report = load_files(db, s3, contract, SETTINGS, [a, b], "run-1")
@@ -130,9 +136,14 @@ def test_failure_mid_load_loads_nothing(db, s3, contract) -> None:
     base = _put_and_transform(s3, contract, "base.csv", HEADER + "Z,2026-01-01 10:00,c,p,x,1,1.00,North\n")
     load_files(db, s3, contract, SETTINGS, [base], "run-0")
     good = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
-    missing = FileResult(**{**good.to_dict(), "source_key": "load-test/raw/dt=2026-01-01/gone.csv",
-                            "processed_key": "load-test/processed/dt=2026-01-01/gone.parquet"})
-    with pytest.raises(Exception, match="404|Not Found|NoSuchKey"):
+    missing = FileResult(
+        **{
+            **good.to_dict(),
+            "source_key": "load-test/raw/dt=2026-01-01/gone.csv",
+            "processed_key": "load-test/processed/dt=2026-01-01/gone.parquet",
+        }
+    )
+    with pytest.raises(ClientError, match=r"404|Not Found|NoSuchKey"):
         load_files(db, s3, contract, SETTINGS, [good, missing], "run-1")
     db.rollback()
     assert db.execute("SELECT order_id FROM analytics.orders").fetchall() == [("Z",)]
@@ -152,5 +163,3 @@ def test_copy_handles_text_that_needs_quoting(db, s3, contract) -> None:
     a = _put_and_transform(s3, contract, "q.csv", body)
     load_files(db, s3, contract, SETTINGS, [a], "run-1")
     assert _rows(db)["A"][0] == 'Webcam, 1080p "pro"'
-
-

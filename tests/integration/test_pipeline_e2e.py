@@ -55,7 +55,7 @@ def two_days(stack: LocalStack, dag: Any) -> dict[str, Any]:
     files = generate(DAYS, files=3, rows_per_file=60)
     files[DAYS[0].isoformat()]["handwritten.csv"] = (
         HEADER
-        + "HW-1,2026-03-01T10:00:00+02:00,,  Desk   Lamp ,home & GARDEN,3,\"$1,234.50\",north\n"
+        + 'HW-1,2026-03-01T10:00:00+02:00,,  Desk   Lamp ,home & GARDEN,3,"$1,234.50",north\n'
         + "HW-2,03/01/2026 13:45,C9,Mug,,2,0.10,WEST\n"
         + "HW-3,garbage,C9,Mug,,2,0.10,WEST\n"
     ).encode()
@@ -84,8 +84,16 @@ def test_rows_and_values_in_postgres(two_days, warehouse) -> None:
     hw1, hw2 = rows
     assert hw1[1].isoformat() == "2026-03-01T08:00:00+00:00"
     assert hw1[2] == date(2026, 3, 1)
-    assert hw1[3:] == ("guest", "Desk Lamp", "Home & Garden", 3, Decimal("1234.50"), Decimal("3703.50"), "North",
-                       "raw/orders/dt=2026-03-01/handwritten.csv")
+    assert hw1[3:] == (
+        "guest",
+        "Desk Lamp",
+        "Home & Garden",
+        3,
+        Decimal("1234.50"),
+        Decimal("3703.50"),
+        "North",
+        "raw/orders/dt=2026-03-01/handwritten.csv",
+    )
     assert hw2[1].isoformat() == "2026-03-01T13:45:00+00:00"
     assert hw2[5:10] == ("Uncategorized", 2, Decimal("0.10"), Decimal("0.20"), "West")
     total = warehouse.execute("SELECT count(*), count(DISTINCT order_id) FROM analytics.orders").fetchone()
