@@ -4,8 +4,9 @@
 Each run owns one date partition (`raw/orders/dt=YYYY-MM-DD/`):
 
 1. **list_new_files** lists the partition's CSV objects and keeps those whose
-   key + ETag the ledger has not loaded yet.
-2. **transform** (one mapped task per file) applies the data contract
+   key + ETag the ledger has not loaded yet (scheduled and event runs also look back a
+   few days for late files).
+2. **transform** (one mapped task per file, or per group of files in big partitions) applies the data contract
    (`include/contracts/orders.yml`), writes Parquet to `processed/` and rejected rows,
    with line number and reason, to `rejected/`.
 3. **load** COPYs every processed file into staging and merges it into
@@ -13,8 +14,10 @@ Each run owns one date partition (`raw/orders/dt=YYYY-MM-DD/`):
 4. **check_columns** / **check_table** run data-quality checks on the table.
 5. **notify** emails the per-file reconciliation (read = loaded + rejected + duplicates).
 
-Params: `day` (YYYY-MM-DD) loads another partition; `reprocess` loads files again even
-if the ledger has them (after a contract change).
+Runs: daily (each run owns one day), when files land (S3 → SQS → asset event, if
+`ORDERS_EVENTS_QUEUE_URL` is set), and as backfills. Params: `day` (YYYY-MM-DD) loads
+that partition only; `reprocess` loads files again even if the ledger has them (after a
+contract change).
 """
 
 from __future__ import annotations
@@ -24,17 +27,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.common.sql.operators.sql import SQLColumnCheckOperator, SQLTableCheckOperator
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from include.etl import pipeline
+from include.etl.batching import group_label
 from include.etl.config import POSTGRES_CONN_ID, PipelineSettings
 from include.etl.contract import load_contract
+from include.etl.events import raw_files_asset
 from include.etl.notify import on_task_failure
 from include.etl.quality import column_checks, table_checks
 
 CONTRACT = load_contract(os.environ.get("ORDERS_CONTRACT", "orders"))
 DEFAULTS = PipelineSettings()
+
+# Each scheduled run owns one day: its data interval is [day 00:00, next day 00:00) UTC.
+DAILY = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
+# With an SQS queue of S3 notifications configured, new files also start a run at once.
+RAW_FILES = raw_files_asset()
+SCHEDULE = AssetOrTimeSchedule(timetable=DAILY, assets=[RAW_FILES]) if RAW_FILES else DAILY
 
 default_args = {
     "owner": "data-engineering",
@@ -48,7 +58,7 @@ default_args = {
 
 @dag(
     dag_id="orders_pipeline",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    schedule=SCHEDULE,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=4,
@@ -62,26 +72,26 @@ default_args = {
 )
 def orders_pipeline() -> None:
     @task
-    def list_new_files() -> list[dict[str, Any]]:
+    def list_new_files() -> list[list[dict[str, Any]]]:
         return pipeline.list_new_files(get_current_context())
 
     @task(map_index_template="{{ file_name }}")
-    def transform(obj: dict[str, Any]) -> dict[str, Any]:
+    def transform(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
         context = get_current_context()
-        context["file_name"] = obj["key"].rsplit("/", 1)[-1]  # type: ignore[typeddict-unknown-key]
-        return pipeline.transform(obj)
+        context["file_name"] = group_label(files)  # type: ignore[typeddict-unknown-key]
+        return pipeline.transform(files)
 
     @task(trigger_rule="all_done")
-    def load(files: list[dict[str, Any]]) -> dict[str, Any]:
-        return pipeline.load(get_current_context(), files)
+    def load(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        return pipeline.load(get_current_context(), groups)
 
     @task
     def notify(report: dict[str, Any]) -> None:
         pipeline.notify(get_current_context(), report)
 
-    files = list_new_files()
-    report = load(files)
-    files >> transform.expand(obj=files) >> report
+    groups = list_new_files()
+    report = load(groups)
+    groups >> transform.expand(files=groups) >> report
 
     checks = [
         SQLColumnCheckOperator(

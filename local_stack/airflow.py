@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local_stack import processes, settings
+from local_stack import processes, s3, settings
 from local_stack.config import AIRFLOW_DB, DB_USER, PROJECT_ROOT, Ports, StackPaths
 
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -38,7 +38,7 @@ def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
-        "LOCAL_MAILBOX_DIR": str(paths.mailbox),
+        "ORDERS_EVENTS_QUEUE_URL": s3.events_queue_url(ports.s3),
         "PYTHONPATH": str(PROJECT_ROOT),
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "NO_PROXY": "*",

@@ -16,6 +16,8 @@ WAREHOUSE_DB = "warehouse"
 AIRFLOW_DB = "airflow"
 DB_USER = "etl"
 BUCKETS = ("raw", "processed")
+RAW_PREFIX = "raw/orders"
+EVENTS_QUEUE = "orders-raw-events"
 REGION = "us-east-1"
 
 

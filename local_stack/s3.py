@@ -12,12 +12,18 @@ from typing import Any
 import boto3
 
 from local_stack import processes
-from local_stack.config import BUCKETS, REGION, StackPaths
+from local_stack.config import BUCKETS, EVENTS_QUEUE, RAW_PREFIX, REGION, StackPaths
+
+MOTO_ACCOUNT = "123456789012"  # moto's default account id
 
 
-def client(port: int) -> Any:
+def events_queue_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/{MOTO_ACCOUNT}/{EVENTS_QUEUE}"
+
+
+def client(port: int, service: str = "s3") -> Any:
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=f"http://127.0.0.1:{port}",
         region_name=REGION,
         aws_access_key_id="local",
@@ -34,3 +40,22 @@ def start(paths: StackPaths, port: int) -> None:
     for bucket in BUCKETS:
         if bucket not in existing:
             s3.create_bucket(Bucket=bucket)
+    _notify_on_new_raw_files(s3, client(port, "sqs"))
+
+
+def _notify_on_new_raw_files(s3: Any, sqs: Any) -> None:
+    """S3 ObjectCreated notifications for raw CSVs go to an SQS queue (as in AWS)."""
+    url = sqs.create_queue(QueueName=EVENTS_QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    s3.put_bucket_notification_configuration(
+        Bucket=BUCKETS[0],
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{RAW_PREFIX}/"}]}},
+                }
+            ]
+        },
+    )

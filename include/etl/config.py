@@ -33,6 +33,10 @@ class PipelineSettings:
     alert_emails: tuple[str, ...] = ("data-team@example.com",)
     batch_bytes: int = DEFAULT_BATCH_BYTES
     ledger_table: str = "etl.file_ledger"
+    # Scheduled and event runs also list this many days before their own (late files).
+    lookback_days: int = 3
+    # At most this many mapped transform tasks per run; more files are grouped (max 1024).
+    max_mapped_tasks: int = 256
 
     @classmethod
     def from_lookup(cls, get: Callable[[str], str | None]) -> PipelineSettings:
@@ -44,7 +48,7 @@ class PipelineSettings:
                 continue
             if f.name == "alert_emails":
                 values[f.name] = tuple(e.strip() for e in raw.replace(";", ",").split(",") if e.strip())
-            elif f.name == "batch_bytes":
+            elif f.name in ("batch_bytes", "lookback_days", "max_mapped_tasks"):
                 values[f.name] = int(raw)
             else:
                 values[f.name] = raw.strip().strip("/") if f.name.endswith("prefix") else raw.strip()

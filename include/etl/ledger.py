@@ -8,7 +8,7 @@ pick up whatever failed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 from typing import Any
 
 from psycopg import sql
@@ -30,6 +30,7 @@ class LedgerEntry:
     processed_key: str | None
     rejected_key: str | None
     run_id: str
+    load_seq: int
 
 
 def table_ident(qualified: str) -> sql.Identifier:
@@ -37,10 +38,16 @@ def table_ident(qualified: str) -> sql.Identifier:
     return sql.Identifier(*qualified.split(".", 1))
 
 
+def _sequence(ledger_table: str) -> sql.Identifier:
+    schema = ledger_table.split(".", 1)[0] if "." in ledger_table else "public"
+    return sql.Identifier(schema, "load_seq")
+
+
 def ensure_ledger(cur: Any, ledger_table: str) -> None:
-    """Create the ledger table (and its schema) if missing."""
+    """Create the ledger table, its schema and the load sequence if missing."""
     if "." in ledger_table:
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(ledger_table.split(".")[0])))
+    cur.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(_sequence(ledger_table)))
     cur.execute(
         sql.SQL(
             """
@@ -57,6 +64,7 @@ def ensure_ledger(cur: Any, ledger_table: str) -> None:
                 processed_key  text,
                 rejected_key   text,
                 run_id         text        NOT NULL,
+                load_seq       bigint      NOT NULL,
                 loaded_at      timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (source_key, etag),
                 CHECK (rows_read = rows_loaded + rows_rejected + rows_duplicate)
@@ -66,52 +74,43 @@ def ensure_ledger(cur: Any, ledger_table: str) -> None:
     )
 
 
-def loaded_versions(cur: Any, ledger_table: str, keys: Sequence[str]) -> set[tuple[str, str]]:
-    """The (key, etag) pairs the ledger holds for these raw keys."""
+def next_load_seq(cur: Any, ledger_table: str) -> int:
+    cur.execute(sql.SQL("SELECT nextval('{}')").format(sql.SQL(_sequence(ledger_table).as_string(cur))))
+    return int(cur.fetchone()[0])
+
+
+def loaded_versions(cur: Any, ledger_table: str, keys: Sequence[str]) -> dict[tuple[str, str], int]:
+    """{(key, etag): load_seq} for the versions of these raw keys the ledger holds."""
     if not keys:
-        return set()
+        return {}
     cur.execute(
-        sql.SQL("SELECT source_key, etag FROM {} WHERE source_key = ANY(%s)").format(table_ident(ledger_table)),
+        sql.SQL("SELECT source_key, etag, load_seq FROM {} WHERE source_key = ANY(%s)").format(
+            table_ident(ledger_table)
+        ),
         (list(keys),),
     )
-    return {(k, e) for k, e in cur.fetchall()}
+    return {(k, e): seq for k, e, seq in cur.fetchall()}
 
 
 def record(cur: Any, ledger_table: str, entries: Iterable[LedgerEntry]) -> None:
-    """Insert entries; a reprocessed version replaces its counts and keeps its insert tally."""
-    rows = [
-        (
-            e.source_key,
-            e.etag,
-            e.status,
-            e.reason,
-            e.rows_read,
-            e.rows_loaded,
-            e.rows_rejected,
-            e.rows_duplicate,
-            e.rows_inserted,
-            e.processed_key,
-            e.rejected_key,
-            e.run_id,
-        )
-        for e in entries
-    ]
+    """Insert entries; a reprocessed version keeps its load_seq and adds to its insert tally."""
+    rows = [astuple(e) for e in entries]
     if not rows:
         return
+    names = [f.name for f in fields(LedgerEntry)]
+    replaced = [n for n in names if n not in ("source_key", "etag", "rows_inserted", "load_seq")]
     cur.executemany(
         sql.SQL(
             """
-            INSERT INTO {t} AS l (source_key, etag, status, reason, rows_read, rows_loaded, rows_rejected,
-                                  rows_duplicate, rows_inserted, processed_key, rejected_key, run_id)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (source_key, etag) DO UPDATE SET
-                status = EXCLUDED.status, reason = EXCLUDED.reason, rows_read = EXCLUDED.rows_read,
-                rows_loaded = EXCLUDED.rows_loaded, rows_rejected = EXCLUDED.rows_rejected,
-                rows_duplicate = EXCLUDED.rows_duplicate,
-                rows_inserted = l.rows_inserted + EXCLUDED.rows_inserted,
-                processed_key = EXCLUDED.processed_key, rejected_key = EXCLUDED.rejected_key,
-                run_id = EXCLUDED.run_id, loaded_at = now()
+            INSERT INTO {t} AS l ({cols}) VALUES ({values})
+            ON CONFLICT (source_key, etag) DO UPDATE SET {updates},
+                rows_inserted = l.rows_inserted + EXCLUDED.rows_inserted, loaded_at = now()
             """
-        ).format(t=table_ident(ledger_table)),
+        ).format(
+            t=table_ident(ledger_table),
+            cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+            values=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+            updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in replaced),
+        ),
         rows,
     )

@@ -29,6 +29,7 @@ from include.etl.ledger import LedgerEntry, table_ident
 from include.etl.transform import FileResult
 
 LOADED_AT = "loaded_at"
+LOAD_SEQ = "load_seq"
 _COPY_BATCH_ROWS = 256_000
 
 
@@ -41,6 +42,7 @@ class LoadReport:
     rows_staged: int = 0
     rows_inserted: int = 0
     rows_updated: int = 0
+    rows_removed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class LoadReport:
             "rows_staged": self.rows_staged,
             "rows_inserted": self.rows_inserted,
             "rows_updated": self.rows_updated,
+            "rows_removed": self.rows_removed,
         }
 
 
@@ -77,6 +80,7 @@ def ensure_tables(cur: Any, contract: Contract, settings: PipelineSettings) -> N
     cols += [
         sql.SQL("{} text NOT NULL").format(sql.Identifier(SOURCE_KEY)),
         sql.SQL("{} bigint NOT NULL").format(sql.Identifier(SOURCE_LINE)),
+        sql.SQL("{} bigint NOT NULL").format(sql.Identifier(LOAD_SEQ)),
         sql.SQL("{} timestamptz NOT NULL DEFAULT now()").format(sql.Identifier(LOADED_AT)),
         sql.SQL("PRIMARY KEY ({})").format(sql.Identifier(contract.key)),
     ]
@@ -95,7 +99,14 @@ def load_files(
     run_id: str,
     reprocess: bool = False,
 ) -> LoadReport:
-    """Merge the processed files of `results` into the table and the ledger, atomically."""
+    """Merge the processed files of `results` into the table and the ledger, atomically.
+
+    Every load gets a new, higher `load_seq`; a row is replaced only by one with a higher
+    (load_seq, latest_by, source_key, source_line), so the most recent load wins. With
+    `reprocess`, files already in the ledger are merged again under their original
+    load_seq (the table ends as if history had run with the new rules), and rows those
+    files no longer produce are removed.
+    """
     report = LoadReport()
     with conn.transaction(), conn.cursor() as cur:
         ensure_tables(cur, contract, settings)
@@ -103,13 +114,22 @@ def load_files(
         done = ledger.loaded_versions(cur, settings.ledger_table, [r.source_key for r in results])
         todo = [r for r in results if reprocess or (r.source_key, r.etag) not in done]
         report.skipped = sorted(r.source_key for r in results if r not in todo)
+        if not todo:
+            return report
+        run_seq = ledger.next_load_seq(cur, settings.ledger_table)
+        seq_of = {r.source_key: done.get((r.source_key, r.etag), run_seq) for r in todo}
         loadable = [r for r in todo if r.status == "processed" and r.processed_key]
 
         columns = [*contract.output_columns, SOURCE_KEY, SOURCE_LINE]
         _create_staging(cur, contract, columns)
         for r in loadable:
+            cur.execute(
+                sql.SQL("ALTER TABLE etl_stage ALTER COLUMN load_seq SET DEFAULT {}").format(seq_of[r.source_key])
+            )
             report.rows_staged += _copy_parquet(cur, s3, settings.processed_bucket, r.processed_key, columns)
-        per_file = _merge(cur, contract, columns) if loadable else {}
+        _pick_latest(cur, contract, [*columns, LOAD_SEQ])
+        removed = _remove_vanished(cur, contract, [r.source_key for r in todo if r.source_key in {k for k, _ in done}])
+        per_file = _merge(cur, contract, [*columns, LOAD_SEQ]) if loadable else {}
 
         entries = []
         for r in todo:
@@ -123,27 +143,75 @@ def load_files(
                 rows_loaded=kept,
                 rows_rejected=r.rows_rejected,
                 rows_duplicate=r.rows_clean - kept,
-                rows_inserted=inserted,
+                rows_inserted=inserted - removed.get(r.source_key, 0),
                 processed_key=r.processed_key,
                 rejected_key=r.rejected_key,
                 run_id=run_id,
+                load_seq=seq_of[r.source_key],
             )
             entries.append(entry)
             report.files.append({**r.to_dict(), **entry.__dict__})
             report.rows_inserted += inserted
             report.rows_updated += updated
+        report.rows_removed = sum(removed.values())
         ledger.record(cur, settings.ledger_table, entries)
     return report
 
 
 def _create_staging(cur: Any, contract: Contract, columns: list[str]) -> None:
     types = {c.name: _pg_type(c) for c in (*contract.columns, *contract.derived)}
-    types[SOURCE_KEY], types[SOURCE_LINE] = "text", "bigint"
+    types[SOURCE_KEY], types[SOURCE_LINE], types[LOAD_SEQ] = "text", "bigint", "bigint"
+    # ON COMMIT DROP only fires at the outermost commit; inside a caller's transaction, clean up here.
+    cur.execute("DROP TABLE IF EXISTS pg_temp.etl_stage, pg_temp.etl_latest")
     cur.execute(
         sql.SQL("CREATE TEMP TABLE etl_stage ({}) ON COMMIT DROP").format(
-            sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in columns)
+            sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in [*columns, LOAD_SEQ]
+            )
         )
     )
+
+
+def _order(contract: Contract, prefix: str = "") -> sql.Composed:
+    """The precedence of a row version: load, then latest_by, then file, then line."""
+    names = (LOAD_SEQ, contract.latest_by, SOURCE_KEY, SOURCE_LINE)
+    return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(n)) for n in names)
+
+
+def _pick_latest(cur: Any, contract: Contract, columns: list[str]) -> None:
+    """etl_latest: one row per key from staging, the one with the highest precedence."""
+    key = sql.Identifier(contract.key)
+    desc = sql.SQL(", ").join(
+        sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(n))
+        for n in (LOAD_SEQ, contract.latest_by, SOURCE_KEY, SOURCE_LINE)
+    )
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
+            "SELECT DISTINCT ON ({key}) {cols} FROM etl_stage ORDER BY {key}, {desc}"
+        ).format(key=key, cols=sql.SQL(", ").join(map(sql.Identifier, columns)), desc=desc)
+    )
+
+
+def _remove_vanished(cur: Any, contract: Contract, reprocessed: list[str]) -> dict[str, int]:
+    """Delete rows of reprocessed files that they no longer win with; {source_key: rows removed}."""
+    if not reprocessed:
+        return {}
+    cur.execute(
+        sql.SQL(
+            """
+            WITH gone AS (
+                DELETE FROM {table} t WHERE t.{sk} = ANY(%s) AND NOT EXISTS (
+                    SELECT 1 FROM etl_latest l WHERE l.{key} = t.{key} AND l.{sk} = t.{sk}
+                )
+                RETURNING t.{sk}
+            )
+            SELECT {sk}, count(*) FROM gone GROUP BY 1
+            """
+        ).format(table=table_ident(contract.table), sk=sql.Identifier(SOURCE_KEY), key=sql.Identifier(contract.key)),
+        (reprocessed,),
+    )
+    return dict(cur.fetchall())
 
 
 def _copy_parquet(cur: Any, s3: Any, bucket: str, key: str, columns: list[str]) -> int:
@@ -166,16 +234,7 @@ def _copy_parquet(cur: Any, s3: Any, bucket: str, key: str, columns: list[str]) 
 
 
 def _merge(cur: Any, contract: Contract, columns: list[str]) -> dict[str, tuple[int, int, int]]:
-    """Upsert the latest row per key; returns {source_key: (rows kept, inserted, updated)}."""
-    key, latest = sql.Identifier(contract.key), sql.Identifier(contract.latest_by)
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
-            "SELECT DISTINCT ON ({key}) {cols} FROM etl_stage "
-            "ORDER BY {key}, {latest} DESC NULLS LAST, {sk} DESC, {sl} DESC"
-        ).format(key=key, cols=cols, latest=latest, sk=sql.Identifier(SOURCE_KEY), sl=sql.Identifier(SOURCE_LINE))
-    )
+    """Upsert etl_latest into the table; returns {source_key: (rows kept, inserted, updated)}."""
     cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest GROUP BY 1").format(sk=sql.Identifier(SOURCE_KEY)))
     kept = dict(cur.fetchall())
     non_key = [c for c in columns if c != contract.key]
@@ -186,7 +245,7 @@ def _merge(cur: Any, contract: Contract, columns: list[str]) -> dict[str, tuple[
                 INSERT INTO {table} AS t ({cols}, {loaded_at})
                 SELECT {cols}, now() FROM etl_latest
                 ON CONFLICT ({key}) DO UPDATE SET {updates}, {loaded_at} = EXCLUDED.{loaded_at}
-                WHERE ({old}) IS DISTINCT FROM ({new})
+                WHERE ({new_order}) >= ({old_order}) AND ({old}) IS DISTINCT FROM ({new})
                 RETURNING t.{sk}, (xmax = 0) AS inserted
             )
             SELECT {sk}, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
@@ -194,10 +253,12 @@ def _merge(cur: Any, contract: Contract, columns: list[str]) -> dict[str, tuple[
             """
         ).format(
             table=table_ident(contract.table),
-            cols=cols,
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
             loaded_at=sql.Identifier(LOADED_AT),
-            key=key,
+            key=sql.Identifier(contract.key),
             updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in non_key),
+            new_order=_order(contract, "EXCLUDED."),
+            old_order=_order(contract, "t."),
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
             new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key),
             sk=sql.Identifier(SOURCE_KEY),

@@ -1,6 +1,6 @@
 """The DAG's task bodies: Airflow glue around the plain modules (hooks, context, XCom).
 
-Each function takes what Airflow hands a task and returns small, JSON-able dicts:
+Each function takes what Airflow hands a task and returns small, JSON-able values:
 S3 keys and counts, never data.
 """
 
@@ -13,10 +13,12 @@ from include.etl import load as load_module
 from include.etl import notify as notify_module
 from include.etl import storage
 from include.etl import transform as transform_module
+from include.etl.batching import group_files
 from include.etl.config import AWS_CONN_ID, POSTGRES_CONN_ID, SMTP_CONN_ID, PipelineSettings
 from include.etl.contract import load_contract
+from include.etl.events import keys_from_asset_events, partitions_of
 from include.etl.ledger import loaded_versions
-from include.etl.runs import partition_day
+from include.etl.runs import partition_day, partitions_to_list
 from include.etl.transform import FileResult
 
 log = logging.getLogger(__name__)
@@ -34,22 +36,42 @@ def _pg() -> Any:
     return PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
 
 
+def _params(context: Any) -> dict[str, Any]:
+    return dict(context.get("params") or {})
+
+
 def run_day(context: Any) -> str:
-    params = context.get("params") or {}
     dag_run = context["dag_run"]
-    return partition_day(params.get("day"), context.get("data_interval_start"), getattr(dag_run, "run_after", None))
+    return partition_day(_params(context).get("day"), context.get("data_interval_start"), dag_run.run_after)
 
 
-def list_new_files(context: Any) -> list[dict[str, Any]]:
-    """The partition's CSV objects that the ledger has not loaded (all of them with reprocess)."""
-    settings = PipelineSettings.from_airflow()
-    day = run_day(context)
-    objects, others = storage.list_partition(
-        _s3(), settings.raw_bucket, storage.partition_prefix(settings.raw_prefix, day)
+def run_partitions(context: Any, settings: PipelineSettings) -> list[str]:
+    """The partitions this run lists: its day, plus event-named and lookback days where it applies."""
+    run_type = context["dag_run"].run_type
+    events = [e for evs in (context.get("triggering_asset_events") or {}).values() for e in evs]
+    event_days = partitions_of(keys_from_asset_events(events), settings.raw_prefix)
+    return partitions_to_list(
+        run_day(context),
+        str(getattr(run_type, "value", run_type)),
+        _params(context).get("day"),
+        event_days,
+        settings.lookback_days,
     )
-    for key in others:
-        log.warning("ignoring non-CSV object %s", key)
-    if (context.get("params") or {}).get("reprocess"):
+
+
+def list_new_files(context: Any) -> list[list[dict[str, Any]]]:
+    """The new CSV objects of the run's partitions, grouped for the mapped transform."""
+    settings = PipelineSettings.from_airflow()
+    s3 = _s3()
+    objects: list[storage.RawObject] = []
+    for day in run_partitions(context, settings):
+        found, others = storage.list_partition(
+            s3, settings.raw_bucket, storage.partition_prefix(settings.raw_prefix, day)
+        )
+        objects += found
+        for key in others:
+            log.warning("ignoring non-CSV object %s", key)
+    if _params(context).get("reprocess"):
         new = objects
     else:
         with _pg() as conn, conn.cursor() as cur:
@@ -57,32 +79,44 @@ def list_new_files(context: Any) -> list[dict[str, Any]]:
             conn.commit()
             done = loaded_versions(cur, settings.ledger_table, [o.key for o in objects])
         new = [o for o in objects if (o.key, o.etag) not in done]
-    log.info("partition %s: %d CSV objects, %d new", day, len(objects), len(new))
-    return [{"key": o.key, "etag": o.etag, "size": o.size} for o in new]
+    groups = group_files([{"key": o.key, "etag": o.etag, "size": o.size} for o in new], settings.max_mapped_tasks)
+    log.info("%d CSV objects listed, %d new, in %d transform task(s)", len(objects), len(new), len(groups))
+    return groups
 
 
-def transform(obj: dict[str, Any]) -> dict[str, Any]:
+def transform(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transform each file of a group, one after the other."""
     settings = PipelineSettings.from_airflow()
-    raw = storage.RawObject(obj["key"], obj["etag"], obj["size"])
-    return transform_module.transform_file(_s3(), raw, load_contract(settings.contract), settings).to_dict()
+    contract, s3 = load_contract(settings.contract), _s3()
+    return [
+        transform_module.transform_file(
+            s3, storage.RawObject(f["key"], f["etag"], f["size"]), contract, settings
+        ).to_dict()
+        for f in files
+    ]
 
 
-def load(context: Any, files: list[dict[str, Any]]) -> dict[str, Any]:
+def load(context: Any, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """Merge every successfully transformed file; report the ones whose transform failed."""
     settings = PipelineSettings.from_airflow()
     ti = context["ti"]
     results: list[FileResult] = []
     failed: list[str] = []
-    for index, obj in enumerate(files):
+    for index, group in enumerate(groups):
         value = ti.xcom_pull(task_ids="transform", map_indexes=index)
         if value is None:
-            failed.append(obj["key"])
+            failed += [f["key"] for f in group]
         else:
-            results.append(FileResult(**value))
-    reprocess = bool((context.get("params") or {}).get("reprocess"))
+            results += [FileResult(**r) for r in value]
     with _pg() as conn:
         report = load_module.load_files(
-            conn, _s3(), load_contract(settings.contract), settings, results, ti.run_id, reprocess=reprocess
+            conn,
+            _s3(),
+            load_contract(settings.contract),
+            settings,
+            results,
+            ti.run_id,
+            reprocess=bool(_params(context).get("reprocess")),
         )
     return {**report.to_dict(), "failed_files": failed, "day": run_day(context)}
 

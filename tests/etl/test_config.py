@@ -19,6 +19,8 @@ DEFAULTS = {
     "alert_emails": ("data-team@example.com",),
     "batch_bytes": DEFAULT_BATCH_BYTES,
     "ledger_table": "etl.file_ledger",
+    "lookback_days": 3,
+    "max_mapped_tasks": 256,
 }
 
 

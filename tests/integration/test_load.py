@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -163,3 +165,62 @@ def test_copy_handles_text_that_needs_quoting(db, s3, contract) -> None:
     a = _put_and_transform(s3, contract, "q.csv", body)
     load_files(db, s3, contract, SETTINGS, [a], "run-1")
     assert _rows(db)["A"][0] == 'Webcam, 1080p "pro"'
+
+
+def _stricter(contract: Any) -> Any:
+    """The contract after a rule change: quantities above 5 are now rejected."""
+    columns = tuple(replace(c, max=5) if c.name == "quantity" else c for c in contract.columns)
+    return replace(contract, columns=columns)
+
+
+def _content(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT order_id, quantity, source_key, source_line FROM analytics.orders ORDER BY order_id"
+    ).fetchall()
+
+
+FILE_A = HEADER + "X,2026-01-01 10:00,c,p,x,2,1.00,North\nY,2026-01-01 10:00,c,p,x,9,1.00,North\n"
+FILE_B = HEADER + "X,2026-01-01 12:00,c,p,x,7,1.00,North\nZ,2026-01-01 10:00,c,p,x,3,1.00,North\n"
+
+
+@pytest.mark.parametrize("order", [["b", "a"], ["ab"]], ids=["latest-day-first", "one-run"])
+def test_reprocess_after_a_contract_change_equals_a_clean_load(db, s3, contract, order) -> None:
+    old = {n: _put_and_transform(s3, contract, f"{n}.csv", body) for n, body in (("a", FILE_A), ("b", FILE_B))}
+    load_files(db, s3, contract, SETTINGS, [old["a"]], "run-a")
+    load_files(db, s3, contract, SETTINGS, [old["b"]], "run-b")
+    assert [r[:2] for r in _content(db)] == [("X", 7), ("Y", 9), ("Z", 3)]
+
+    strict = _stricter(contract)
+    new = {n: transform_file(s3, storage.RawObject(r.source_key, r.etag, 0), strict, SETTINGS) for n, r in old.items()}
+    for names in order:
+        load_files(db, s3, strict, SETTINGS, [new[n] for n in names], f"reprocess-{names}", reprocess=True)
+    reprocessed = _content(db)
+    inserted = db.execute("SELECT sum(rows_inserted) FROM etl.file_ledger").fetchone()[0]
+
+    db.execute("DROP SCHEMA analytics CASCADE")
+    db.execute("DROP SCHEMA etl CASCADE")
+    load_files(db, s3, strict, SETTINGS, [new["a"]], "clean-a")
+    load_files(db, s3, strict, SETTINGS, [new["b"]], "clean-b")
+    assert reprocessed == _content(db)
+    assert [r[:2] for r in reprocessed] == [("X", 2), ("Z", 3)]
+    assert inserted == len(reprocessed)  # the ledger still reconciles with the table
+
+
+def test_concurrent_loads_of_the_same_files_load_each_once(db, s3, contract, stack) -> None:
+    files = [
+        _put_and_transform(s3, contract, f"c{i}.csv", HEADER + f"C{i},2026-01-01 10:00,c,p,x,1,1.00,North\n")
+        for i in range(4)
+    ]
+    load_files(db, s3, contract, SETTINGS, files[:1], "setup")  # tables exist before the race
+    dsn = postgres.dsn(stack.ports.postgres, "load_test")
+
+    def run(name: str) -> Any:
+        with psycopg.connect(dsn) as conn:
+            return load_files(conn, stack.s3(), contract, SETTINGS, files, name)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = list(pool.map(run, ["event-run", "scheduled-run"]))
+    loaded = sorted(f["source_key"] for r in reports for f in r.files)
+    assert loaded == sorted(f.source_key for f in files[1:])  # each new file loaded by exactly one run
+    assert db.execute("SELECT count(*), count(DISTINCT order_id) FROM analytics.orders").fetchone() == (4, 4)
+    assert db.execute("SELECT count(*) FROM etl.file_ledger").fetchone() == (4,)

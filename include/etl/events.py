@@ -1,0 +1,76 @@
+"""Event-driven runs: S3 ObjectCreated notifications on SQS, seen by Airflow as asset events.
+
+An event is only a wake-up call. It names partitions worth listing; what to load is still
+decided by the ledger, so duplicated, late, lost or out-of-order events never duplicate or
+lose rows (a lost event's file is picked up by the next run that lists its partition).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote_plus
+
+log = logging.getLogger(__name__)
+
+QUEUE_URL_ENV = "ORDERS_EVENTS_QUEUE_URL"
+POLL_SECONDS_ENV = "ORDERS_EVENTS_POLL_SECONDS"
+ASSET_NAME = "raw_orders_files"
+_PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/")
+
+
+def raw_files_asset() -> Any | None:
+    """The asset that S3 notifications update, watched on SQS; None when no queue is configured."""
+    queue_url = os.environ.get(QUEUE_URL_ENV)
+    if not queue_url:
+        return None
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+    from airflow.sdk import Asset, AssetWatcher
+
+    trigger = MessageQueueTrigger(
+        scheme="sqs",
+        sqs_queue=queue_url,
+        aws_conn_id="aws_default",
+        wait_time_seconds=10,  # long polling: one request waits up to 10 s for a message
+        max_messages=10,
+        waiter_delay=int(os.environ.get(POLL_SECONDS_ENV, "5")),
+    )
+    return Asset(ASSET_NAME, watchers=[AssetWatcher(name=f"{ASSET_NAME}_sqs", trigger=trigger)])
+
+
+def keys_from_message_body(body: str) -> list[str]:
+    """Object keys of an S3 event notification (SNS-wrapped or not); [] for test events or junk."""
+    try:
+        doc = json.loads(body)
+    except (TypeError, ValueError):
+        log.warning("ignoring a queue message that is not JSON: %.200s", body)
+        return []
+    if isinstance(doc, dict) and isinstance(doc.get("Message"), str):  # delivered through SNS
+        return keys_from_message_body(doc["Message"])
+    records = doc.get("Records", []) if isinstance(doc, dict) else []
+    keys = []
+    for record in records:
+        key = ((record.get("s3") or {}).get("object") or {}).get("key")
+        if key and str(record.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
+            keys.append(unquote_plus(key))
+    return keys
+
+
+def keys_from_asset_events(events: Iterable[Any]) -> list[str]:
+    """Object keys from the SQS messages carried by triggering asset events."""
+    keys: list[str] = []
+    for event in events:
+        extra = getattr(event, "extra", None) or (event.get("extra") if isinstance(event, dict) else None) or {}
+        for message in (extra.get("payload") or {}).get("message_batch", []):
+            keys.extend(keys_from_message_body(message.get("Body", "")))
+    return keys
+
+
+def partitions_of(keys: Iterable[str], raw_prefix: str) -> set[str]:
+    """The `dt=` partitions (days) of keys under the raw prefix."""
+    prefix = raw_prefix.strip("/") + "/"
+    return {m.group(1) for k in keys if k.startswith(prefix) and (m := _PARTITION.match(k[len(prefix) :]))}
