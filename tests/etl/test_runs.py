@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.etl.runs import partition_day
+from include.etl.runs import partition_day, partitions_to_list
 
 START = datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
 AFTER = datetime(2026, 1, 3, 0, 5, tzinfo=UTC)
@@ -38,3 +38,17 @@ def test_invalid_requested_day_raises(requested: str) -> None:
 def test_no_day_at_all_raises() -> None:
     with pytest.raises(ValueError, match="cannot tell the run's day"):
         partition_day(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("run_type", "requested", "events", "lookback", "expected"),
+    [
+        pytest.param("scheduled", None, [], 2, ["2026-01-08", "2026-01-09", "2026-01-10"], id="scheduled-lookback"),
+        pytest.param("asset_triggered", None, ["2025-12-01"], 0, ["2025-12-01", "2026-01-10"], id="event-old-day"),
+        pytest.param("asset_triggered", None, ["2026-01-10"], 1, ["2026-01-09", "2026-01-10"], id="event-dedup"),
+        pytest.param("backfill", None, ["2025-12-01"], 3, ["2026-01-10"], id="backfill-own-day"),
+        pytest.param("manual", "2026-01-10", ["2025-12-01"], 3, ["2026-01-10"], id="day-param-only"),
+    ],
+)
+def test_partitions_to_list(run_type, requested, events, lookback, expected) -> None:
+    assert partitions_to_list("2026-01-10", run_type, requested, events, lookback) == expected

@@ -36,7 +36,11 @@ def html_body(msg: EmailMessage) -> str:
     return part.get_content()
 
 
-def table_checksum(conn: Any, table: str = "analytics.orders") -> tuple[int, str]:
-    """Row count and an md5 over every column of every row, in key order."""
-    row = conn.execute(f"SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY order_id), '')) FROM {table} t")
+def table_checksum(conn: Any, source_like: str = "%") -> tuple[int, str]:
+    """Row count and an md5 over every column of analytics.orders' rows (from matching files), in key order."""
+    row = conn.execute(
+        "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY order_id), '')) "
+        "FROM analytics.orders t WHERE source_key LIKE %s",
+        (source_like,),
+    )
     return row.fetchone()

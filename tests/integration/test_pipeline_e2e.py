@@ -10,10 +10,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 
 from include.etl import transform as transform_module
+from local_stack import postgres
+from local_stack.config import AIRFLOW_DB
 from local_stack.sample_orders import generate
 from local_stack.stack import LocalStack
 from tests.integration.conftest import html_body, mails, table_checksum
@@ -36,8 +39,11 @@ def dag() -> Any:
 
 
 def run(dag: Any, day: str, **conf: Any) -> str:
-    dag_run = dag.test(run_conf={"day": day, **conf})
-    return str(dag_run.state)
+    return str(run_dag(dag, day, **conf).state)
+
+
+def run_dag(dag: Any, day: str, **conf: Any) -> Any:
+    return dag.test(run_conf={"day": day, **conf})
 
 
 def _ledger(warehouse: Any, day: str) -> dict[str, tuple[Any, ...]]:
@@ -182,3 +188,20 @@ def test_failed_file_is_loaded_by_the_next_run(stack, dag, warehouse, monkeypatc
     assert set(_ledger(warehouse, day)) == {"good.csv", "flaky.csv"}
     loaded = warehouse.execute("SELECT order_id FROM analytics.orders WHERE order_id LIKE 'F-%' ORDER BY 1").fetchall()
     assert loaded == [("F-1",), ("F-2",)]
+
+
+def test_partition_with_more_files_than_the_map_cap_loads_completely(stack, dag, warehouse, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_VAR_ORDERS_MAX_MAPPED_TASKS", "3")
+    day = "2026-03-07"
+    names = [f"part_{i:02d}.csv" for i in range(8)]
+    stack.seed({day: {n: (HEADER + f"G-{n},2026-03-07 10:00,c,p,x,1,1.00,North\n").encode() for n in names}})
+    dag_run = run_dag(dag, day)
+    assert str(dag_run.state) == "success"
+    assert set(_ledger(warehouse, day)) == set(names)
+    count = warehouse.execute("SELECT count(*) FROM analytics.orders WHERE order_id LIKE 'G-part_%'").fetchone()
+    assert count == (8,)
+    with psycopg.connect(postgres.dsn(stack.ports.postgres, AIRFLOW_DB)) as meta:
+        mapped = meta.execute(
+            "SELECT count(*) FROM task_instance WHERE run_id = %s AND task_id = 'transform'", (dag_run.run_id,)
+        ).fetchone()
+    assert mapped == (3,)
