@@ -9,10 +9,12 @@ Each run owns one date partition (`raw/orders/dt=YYYY-MM-DD/`):
 2. **transform** (one mapped task per file, or per group of files in big partitions) applies the data contract
    (`include/contracts/orders.yml`), writes Parquet to `processed/` and rejected rows,
    with line number and reason, to `rejected/`.
-3. **load** COPYs every processed file into staging and merges it into
+3. **validate** runs the Great Expectations suite (`include/contracts/orders.expectations.json`)
+   on each processed file, stores the report beside it and quarantines a file that fails.
+4. **load** COPYs every processed file into staging and merges it into
    `analytics.orders` with the ledger, in one transaction.
-4. **check_columns** / **check_table** run data-quality checks on the table.
-5. **notify** emails the per-file reconciliation (read = loaded + rejected + duplicates).
+5. **check_columns** / **check_table** run data-quality checks on the table.
+6. **notify** emails the per-file reconciliation (read = loaded + rejected + duplicates).
 
 Runs: daily (each run owns one day), when files land (S3 → SQS → asset event, if
 `ORDERS_EVENTS_QUEUE_URL` is set), and as backfills. Params: `day` (YYYY-MM-DD) loads
@@ -82,16 +84,21 @@ def orders_pipeline() -> None:
         return pipeline.transform(files)
 
     @task(trigger_rule="all_done")
-    def load(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
-        return pipeline.load(get_current_context(), groups)
+    def validate(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        return pipeline.validate(get_current_context(), groups)
+
+    @task
+    def load(validated: dict[str, Any]) -> dict[str, Any]:
+        return pipeline.load(get_current_context(), validated)
 
     @task
     def notify(report: dict[str, Any]) -> None:
         pipeline.notify(get_current_context(), report)
 
     groups = list_new_files()
-    report = load(groups)
-    groups >> transform.expand(files=groups) >> report
+    validated = validate(groups)
+    groups >> transform.expand(files=groups) >> validated
+    report = load(validated)
 
     checks = [
         SQLColumnCheckOperator(

@@ -37,6 +37,17 @@ class PipelineSettings:
     lookback_days: int = 3
     # At most this many mapped transform tasks per run; more files are grouped (max 1024).
     max_mapped_tasks: int = 256
+    # Server-side encryption of written objects: "" (bucket default), "AES256" or "aws:kms".
+    s3_sse: str = ""
+    s3_sse_kms_key_id: str = ""
+
+    @property
+    def put_args(self) -> dict[str, str]:
+        """boto3 ExtraArgs for every object the pipeline writes."""
+        args = {"ServerSideEncryption": self.s3_sse} if self.s3_sse else {}
+        if self.s3_sse == "aws:kms" and self.s3_sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.s3_sse_kms_key_id
+        return args
 
     @classmethod
     def from_lookup(cls, get: Callable[[str], str | None]) -> PipelineSettings:

@@ -49,6 +49,15 @@ def totals(report: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def validation_line(report: dict[str, Any]) -> str:
+    """One line on the Great Expectations results of the run's files."""
+    files = report.get("files", [])
+    passed = sum(1 for f in files if f.get("validation_key") and f.get("status") == "loaded")
+    failed = [f["source_key"] for f in files if (f.get("reason") or "").startswith("failed expectations")]
+    line = f"Data validation (Great Expectations): {passed} file(s) passed, {len(failed)} quarantined"
+    return line + (": " + ", ".join(failed) if failed else "") + "."
+
+
 def render_summary_html(dag_id: str, run_id: str, day: str, report: dict[str, Any], table: str) -> str:
     """HTML body of the run summary email."""
     head = "".join(f"<th>{escape(title)}</th>" for _, title in _FILE_COLUMNS)
@@ -70,6 +79,7 @@ def render_summary_html(dag_id: str, run_id: str, day: str, report: dict[str, An
         f"<p>Totals: read {t['rows_read']}, loaded {t['rows_loaded']}, rejected {t['rows_rejected']}, "
         f"duplicates {t['rows_duplicate']}; new rows {report.get('rows_inserted', 0)}, "
         f"updated rows {report.get('rows_updated', 0)}.</p>"
+        f"<p>{escape(validation_line(report))}</p>"
         f"<table border='1' cellpadding='4' cellspacing='0'><tr>{head}</tr>{body}</table>"
     )
 

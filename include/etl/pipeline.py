@@ -96,8 +96,10 @@ def transform(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def load(context: Any, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """Merge every successfully transformed file; report the ones whose transform failed."""
+def validate(context: Any, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Collect the transform results and validate each processed file with the GX suite."""
+    from include.etl.validation import SuiteValidator, validate_processed
+
     settings = PipelineSettings.from_airflow()
     ti = context["ti"]
     results: list[FileResult] = []
@@ -108,6 +110,20 @@ def load(context: Any, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
             failed += [f["key"] for f in group]
         else:
             results += [FileResult(**r) for r in value]
+    processed = [r for r in results if r.status == "processed"]
+    if processed:
+        validator, s3 = SuiteValidator.for_dataset(load_contract(settings.contract).dataset), _s3()
+        for r in processed:
+            validate_processed(s3, r, validator, settings)
+            if r.status != "processed":
+                log.warning("%s quarantined: %s", r.source_key, r.reason)
+    return {"results": [r.to_dict() for r in results], "failed_files": failed}
+
+
+def load(context: Any, validated: dict[str, Any]) -> dict[str, Any]:
+    """Merge every file that passed transform and validation, in one transaction."""
+    settings = PipelineSettings.from_airflow()
+    results = [FileResult(**r) for r in validated["results"]]
     with _pg() as conn:
         report = load_module.load_files(
             conn,
@@ -115,10 +131,10 @@ def load(context: Any, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
             load_contract(settings.contract),
             settings,
             results,
-            ti.run_id,
+            context["ti"].run_id,
             reprocess=bool(_params(context).get("reprocess")),
         )
-    return {**report.to_dict(), "failed_files": failed, "day": run_day(context)}
+    return {**report.to_dict(), "failed_files": validated["failed_files"], "day": run_day(context)}
 
 
 def notify(context: Any, report: dict[str, Any]) -> None:

@@ -73,7 +73,7 @@ def open_object(s3: Any, bucket: str, key: str, etag: str | None = None) -> Bina
     return s3.get_object(**kwargs)["Body"]
 
 
-def upload(s3: Any, path: str, bucket: str, key: str, content_type: str, extra: dict[str, str] | None = None) -> None:
+def upload(s3: Any, path: str, bucket: str, key: str, content_type: str, extra: dict[str, Any] | None = None) -> None:
     """Upload a local file (multipart when large); the object appears atomically."""
     s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type, **(extra or {})})
 

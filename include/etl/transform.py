@@ -43,6 +43,7 @@ class FileResult:
     etag: str
     processed_key: str | None = None
     rejected_key: str | None = None
+    validation_key: str | None = None
     status: str = "processed"  # processed | rejected (whole file)
     reason: str | None = None
     rows_read: int = 0
@@ -129,13 +130,17 @@ def _publish(s3: Any, result: FileResult, settings: PipelineSettings, keys: _Zon
     """Upload the outputs and remove outputs a previous version of the file left behind."""
     bucket = settings.processed_bucket
     if result.status == "processed":
-        storage.upload(s3, os.path.join(tmp, _PARQUET), bucket, keys.processed, "application/vnd.apache.parquet")
+        storage.upload(
+            s3, os.path.join(tmp, _PARQUET), bucket, keys.processed, "application/vnd.apache.parquet", settings.put_args
+        )
         result.processed_key = keys.processed
     else:
         storage.delete(s3, bucket, keys.processed)
     if result.rows_rejected or result.reason:
-        metadata = _reason_metadata(result.reason) if result.reason else None
-        storage.upload(s3, os.path.join(tmp, _REJECTED), bucket, keys.rejected, "text/csv", metadata)
+        metadata = _reason_metadata(result.reason) if result.reason else {}
+        storage.upload(
+            s3, os.path.join(tmp, _REJECTED), bucket, keys.rejected, "text/csv", {**metadata, **settings.put_args}
+        )
         result.rejected_key = keys.rejected
     else:
         storage.delete(s3, bucket, keys.rejected)
@@ -145,7 +150,14 @@ def _reject_unreadable(
     s3: Any, obj: storage.RawObject, settings: PipelineSettings, keys: _ZoneKeys, reason: str
 ) -> FileResult:
     """A file that cannot be read as CSV is copied to rejected/ as is, with the reason in its metadata."""
-    storage.copy(s3, settings.raw_bucket, obj.key, settings.processed_bucket, keys.rejected, _reason_metadata(reason))
+    storage.copy(
+        s3,
+        settings.raw_bucket,
+        obj.key,
+        settings.processed_bucket,
+        keys.rejected,
+        {**_reason_metadata(reason), **settings.put_args},
+    )
     storage.delete(s3, settings.processed_bucket, keys.processed)
     return FileResult(source_key=obj.key, etag=obj.etag, rejected_key=keys.rejected, status="rejected", reason=reason)
 

@@ -27,7 +27,16 @@ def test_every_dag_is_tagged_documented_and_retried(dagbag: DagBag) -> None:
 
 def test_orders_pipeline_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["orders_pipeline"]
-    assert set(dag.task_dict) == {"list_new_files", "transform", "load", "check_columns", "check_table", "notify"}
-    assert dag.task_dict["transform"].downstream_task_ids == {"load"}
-    assert dag.task_dict["load"].trigger_rule == "all_done"
+    assert set(dag.task_dict) == {
+        "list_new_files",
+        "transform",
+        "validate",
+        "load",
+        "check_columns",
+        "check_table",
+        "notify",
+    }
+    assert dag.task_dict["transform"].downstream_task_ids == {"validate"}
+    assert dag.task_dict["validate"].trigger_rule == "all_done"
+    assert dag.task_dict["validate"].downstream_task_ids == {"load"}
     assert dag.task_dict["notify"].upstream_task_ids == {"check_columns", "check_table", "load"}

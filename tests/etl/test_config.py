@@ -21,6 +21,8 @@ DEFAULTS = {
     "ledger_table": "etl.file_ledger",
     "lookback_days": 3,
     "max_mapped_tasks": 256,
+    "s3_sse": "",
+    "s3_sse_kms_key_id": "",
 }
 
 

@@ -94,6 +94,7 @@ def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: Pipeline
         "etag": obj.etag,
         "processed_key": processed_key,
         "rejected_key": rejected_key,
+        "validation_key": None,
         "status": "processed",
         "reason": None,
         "rows_read": 4,

@@ -6,6 +6,7 @@ PostgreSQL; the email lands in the SMTP sink's mailbox.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -205,3 +206,38 @@ def test_partition_with_more_files_than_the_map_cap_loads_completely(stack, dag,
             "SELECT count(*) FROM task_instance WHERE run_id = %s AND task_id = 'transform'", (dag_run.run_id,)
         ).fetchone()
     assert mapped == (3,)
+
+
+def test_a_file_failing_an_expectation_is_quarantined_with_its_report(stack, dag, warehouse) -> None:
+    day = "2026-03-09"
+    stack.seed(
+        {
+            day: {
+                "fine.csv": (HEADER + "V-1,2026-03-09 10:00,c,p,x,1,10.00,North\n").encode(),
+                # Valid under the contract, but above the suite's unit_price bound of 100000.
+                "suspicious.csv": (HEADER + "V-2,2026-03-09 10:00,c,p,x,1,250000.00,North\n").encode(),
+            }
+        }
+    )
+    assert run(dag, day) == "success"
+    ledger = _ledger(warehouse, day)
+    assert ledger["fine.csv"][:2] == ("loaded", 1)
+    status, read, loaded, rejected, _, reason = ledger["suspicious.csv"]
+    assert (status, read, loaded, rejected) == ("rejected", 1, 0, 1)
+    assert reason == "failed expectations: expect_column_values_to_be_between(unit_price): 1 unexpected"
+    ids = warehouse.execute("SELECT order_id FROM analytics.orders WHERE order_id LIKE 'V-%'").fetchall()
+    assert ids == [("V-1",)]
+    s3 = stack.s3()
+    passed = json.loads(
+        s3.get_object(Bucket="processed", Key=f"processed/orders/dt={day}/fine.validation.json")["Body"].read()
+    )
+    assert (passed["success"], passed["rows"]) == (True, 1)
+    report = json.loads(
+        s3.get_object(Bucket="processed", Key=f"rejected/orders/dt={day}/suspicious.validation.json")["Body"].read()
+    )
+    assert report["success"] is False and report["failures"][0]["examples"] == ["250000.0"]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="processed", Prefix=f"rejected/orders/dt={day}/")["Contents"]}
+    assert f"rejected/orders/dt={day}/suspicious.parquet" in keys
+    summary = [m for m in mails(stack.paths.mailbox) if m["subject"] == f"[orders_pipeline] {day}: load succeeded"]
+    body = html_body(summary[-1])
+    assert "Data validation (Great Expectations): 1 file(s) passed, 1 quarantined" in body
