@@ -27,7 +27,7 @@ def client(port: int, service: str = "s3") -> Any:
         endpoint_url=f"http://127.0.0.1:{port}",
         region_name=REGION,
         aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - moto accepts any key; not a secret
+        aws_secret_access_key="local",  # noqa: S106  # pragma: allowlist secret (moto accepts any key)
     )
 
 

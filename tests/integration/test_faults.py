@@ -118,7 +118,7 @@ def test_s3_throttling_5xx_and_timeouts_are_retried(stack, contract, fault_db) -
             endpoint_url=f"http://127.0.0.1:{proxy.port}",
             region_name="us-east-1",
             aws_access_key_id="local",
-            aws_secret_access_key="local",
+            aws_secret_access_key="local",  # pragma: allowlist secret
             config=Config(**config_kwargs),
         )
         objects, _ = storage.list_partition(s3, "raw", storage.partition_prefix(settings.raw_prefix, "2026-01-01"))

@@ -224,3 +224,15 @@ def test_concurrent_loads_of_the_same_files_load_each_once(db, s3, contract, sta
     assert loaded == sorted(f.source_key for f in files[1:])  # each new file loaded by exactly one run
     assert db.execute("SELECT count(*), count(DISTINCT order_id) FROM analytics.orders").fetchone() == (4, 4)
     assert db.execute("SELECT count(*) FROM etl.file_ledger").fetchone() == (4,)
+
+
+def test_identifiers_are_quoted_so_odd_names_work(db, s3, contract) -> None:
+    odd = replace(contract, table='sales data."Orders"; drop table x')
+    a = _put_and_transform(s3, contract, "q.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    odd_settings = replace(SETTINGS, ledger_table="etl ledger.file ledger")
+    load_files(db, s3, odd, odd_settings, [a], "run-1")
+    schemas = {r[0] for r in db.execute("SELECT nspname FROM pg_namespace").fetchall()}
+    assert {"sales data", "etl ledger"} <= schemas
+    rows = db.execute('SELECT order_id FROM "sales data"."""Orders""; drop table x"').fetchall()
+    assert rows == [("A",)]
+    assert db.execute('SELECT count(*) FROM "etl ledger"."file ledger"').fetchone() == (1,)
