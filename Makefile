@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv lock demo up down status psql test lint format clean
+.PHONY: help venv lock demo up down status psql test bench lint format clean
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
 	@echo "make test   - run the tests (starts its own servers)"
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
+	@echo "make bench  - the pipeline against bare COPY, to_sql and insert_rows (ROWS=2000000)"
 
 # requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
 # requirements-dev.lock is every transitive version, resolved for all platforms by `make lock`.
@@ -46,6 +47,11 @@ psql: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).
+bench: venv
+	$(PY) -m benchmarks.bench $(if $(ROWS),--rows $(ROWS)) $(if $(FILES),--files $(FILES)) \
+		$(if $(REPEATS),--repeats $(REPEATS)) $(BENCH_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

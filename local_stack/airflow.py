@@ -62,10 +62,11 @@ def migrate(env: dict[str, str]) -> None:
         raise processes.StackError(f"airflow db migrate failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
 
 
-def start_services(paths: StackPaths, ports: Ports, env: dict[str, str]) -> None:
+def start_services(paths: StackPaths, ports: Ports, env: dict[str, str], services: tuple[str, ...] = SERVICES) -> None:
+    """Start Airflow services (all four by default) and wait for the API server."""
     airflow = str(Path(sys.executable).parent / "airflow")
     full_env = {**os.environ, **env}
-    for service in SERVICES:
+    for service in services:
         argv = [airflow, service] + (["--port", str(ports.airflow)] if service == "api-server" else [])
         processes.start(f"airflow-{service}", argv, paths.pids, paths.logs, env=full_env, cwd=PROJECT_ROOT)
     processes.wait_for_port(ports.airflow, 120, "Airflow API server", paths.logs / "airflow-api-server.log")

@@ -1,0 +1,314 @@
+"""`make bench`: generate dirty orders, put them in the local S3, and race the load paths.
+
+Every method runs in its own process (peak RSS sampled over its process tree), the
+methods interleaved and their order rotated on each repeat, on one PostgreSQL with
+default durability settings. Prints a table and writes JSON, Markdown and a PNG chart
+to bench-results/ (git-ignored). Numbers are never asserted by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from benchmarks.procwatch import PeakRss
+from local_stack import airflow, postgres
+from local_stack.config import PROJECT_ROOT, Ports
+from local_stack.sample_orders import generate_day
+from local_stack.stack import LocalStack
+
+DAY = date(2026, 1, 15)
+PREFIX = "bench"
+DEFAULT_METHODS = ("ours", "dag", "copy_limit", "to_sql", "insert_rows")
+CLEAN_COLUMNS = (
+    "order_id",
+    "order_ts",
+    "customer_id",
+    "product_name",
+    "category",
+    "quantity",
+    "unit_price",
+    "region",
+    "order_date",
+    "total_price",
+    "source_key",
+    "source_line",
+    "load_seq",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _config(stack: LocalStack, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    raw, processed, rejected = f"{PREFIX}/raw/orders", f"{PREFIX}/processed/orders", f"{PREFIX}/rejected/orders"
+    airflow_env = {
+        **stack.env,
+        "AIRFLOW_VAR_ORDERS_RAW_PREFIX": raw,
+        "AIRFLOW_VAR_ORDERS_PROCESSED_PREFIX": processed,
+        "AIRFLOW_VAR_ORDERS_REJECTED_PREFIX": rejected,
+        "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
+        "ORDERS_EVENTS_QUEUE_URL": "",
+    }
+    return {
+        "dsn": postgres.dsn(stack.ports.postgres),
+        "s3_port": stack.ports.s3,
+        "day": DAY.isoformat(),
+        "raw_prefix": raw,
+        "processed_prefix": processed,
+        "rejected_prefix": rejected,
+        "workers": os.cpu_count() or 2,
+        "rows_per_file": args.rows // args.files,
+        "subset_rows": min(args.subset_rows, args.rows),
+        "clean_csv": str(out / "clean.csv"),
+        "airflow_env": airflow_env,
+    }
+
+
+def _reset(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS analytics CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS etl CASCADE")
+
+
+def _run(method: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        **cfg["airflow_env"],
+        "AIRFLOW_CONN_BENCH": json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": int(cfg["dsn"].rsplit(":", 1)[1].split("/")[0]),
+                "login": "etl",
+                "schema": "warehouse",
+            }
+        ),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.methods", method, json.dumps({**cfg, **(extra or {})})],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with PeakRss(proc.pid) as rss:
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n{err[:1500]}\n...\n{err[-1500:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result.update(method=method, peak_rss_mb=round(rss.peak / 2**20), peak_rss_single_mb=round(rss.peak_single / 2**20))
+    return result
+
+
+def _seed(stack: LocalStack, args: argparse.Namespace) -> int:
+    files = generate_day(DAY, files=args.files, rows_per_file=args.rows // args.files, seed=7)
+    s3, size = stack.s3(), 0
+    for name, body in files.items():
+        s3.put_object(Bucket="raw", Key=f"{PREFIX}/raw/orders/dt={DAY.isoformat()}/{name}", Body=body)
+        size += len(body)
+    return size
+
+
+def _prepare_clean_rows(cfg: dict[str, Any]) -> None:
+    """The limit's input: the clean, deduplicated rows exactly as the pipeline loads them."""
+    _reset(cfg["dsn"])
+    _run("ours", cfg)
+    with psycopg.connect(cfg["dsn"], autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bench_source CASCADE")
+        conn.execute("CREATE SCHEMA bench_source")
+        conn.execute("CREATE TABLE bench_source.orders AS SELECT * FROM analytics.orders")
+        with (
+            open(cfg["clean_csv"], "wb") as fh,
+            conn.cursor().copy(
+                "COPY (SELECT order_id, order_ts, customer_id, product_name, category, quantity, unit_price, region, "
+                "order_date, total_price, source_key, source_line, load_seq FROM analytics.orders) TO STDOUT (FORMAT csv)"
+            ) as copy,
+        ):
+            for chunk in copy:
+                fh.write(chunk)
+
+
+def _table(results: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    by_method = {m: [r for r in results if r["method"] == m] for m in methods}
+    limit = (
+        statistics.median(r["rows"] / r["seconds"] for r in by_method.get("copy_limit", []))
+        if by_method.get("copy_limit")
+        else None
+    )
+    for m, runs in by_method.items():
+        if not runs:
+            continue
+        rate = statistics.median(r["rows"] / r["seconds"] for r in runs)
+        rows.append(
+            {
+                "method": m,
+                "unit": runs[0]["unit"],
+                "rows": runs[0]["rows"],
+                "runs": len(runs),
+                "median_seconds": round(statistics.median(r["seconds"] for r in runs), 2),
+                "rows_per_s": round(rate),
+                "ratio_to_copy": round(rate / limit, 3) if limit else None,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+                "peak_rss_single_mb": max(r["peak_rss_single_mb"] for r in runs),
+            }
+        )
+    return rows
+
+
+def _markdown(rows: list[dict[str, Any]], machine: str) -> str:
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| method | rows (unit) | median s | rows/s | x bare COPY | peak RSS tree / largest process (MB) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        ratio = f"{r['ratio_to_copy']:.2f}" if r["ratio_to_copy"] is not None else "-"
+        lines.append(
+            f"| {r['method']} | {r['rows']:,} ({r['unit']}) | {r['median_seconds']} | {r['rows_per_s']:,} | "
+            f"{ratio} | {r['peak_rss_mb']} / {r['peak_rss_single_mb']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _chart(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(rows) + 1.2))
+    ax.barh([r["method"] for r in rows], [r["rows_per_s"] for r in rows], color="#4c72b0")
+    for i, r in enumerate(rows):
+        ax.text(r["rows_per_s"], i, f" {r['rows_per_s']:,}/s", va="center")
+    ax.set_xlabel("rows per second (median)")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=2_000_000, help="raw rows in all (default 2,000,000)")
+    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--subset-rows", type=int, default=200_000, help="rows for the slow paths (to_sql, insert_rows)"
+    )
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    parser.add_argument(
+        "--memory-rows",
+        default="1000000,10000000",
+        help="file sizes (rows) for the transform-memory check; empty to skip",
+    )
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
+    args = parser.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(args.out / "stack", Ports(_free_port(), _free_port(), _free_port(), _free_port()))
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    try:
+        stack.start()
+        started = time.monotonic()
+        size = _seed(stack, args)
+        print(
+            f"seeded {args.rows:,} raw rows in {args.files} files ({size / 1e6:.0f} MB) "
+            f"in {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+        cfg = _config(stack, args, args.out)
+        if "dag" in methods:  # `dags test --use-executor` runs tasks through the execution API
+            airflow.start_services(stack.paths, stack.ports, cfg["airflow_env"], services=("api-server",))
+        _prepare_clean_rows(cfg)
+        results = []
+        for repeat in range(args.repeats):
+            order = methods[repeat % len(methods) :] + methods[: repeat % len(methods)]
+            for method in order:
+                if method in ("ours", "dag"):
+                    _reset(cfg["dsn"])
+                result = _run(method, cfg)
+                results.append(result)
+                print(
+                    f"  run {repeat + 1} {method:12} {result['rows'] / result['seconds']:>10,.0f} rows/s "
+                    f"({result['seconds']:.1f}s, peak RSS {result['peak_rss_mb']} MB)",
+                    flush=True,
+                )
+        memory = _memory(stack, cfg, args)
+        table = _table(results, methods)
+        report = {
+            "machine": machine,
+            "rows": args.rows,
+            "files": args.files,
+            "raw_mb": round(size / 1e6),
+            "repeats": args.repeats,
+            "table": table,
+            "runs": results,
+            "transform_memory": memory,
+        }
+        (args.out / "bench.json").write_text(json.dumps(report, indent=2))
+        md = _markdown(table, machine) + _memory_markdown(memory)
+        (args.out / "bench.md").write_text(md)
+        _chart(table, args.out / "bench.png")
+        print("\n" + md)
+        print(f"wrote {args.out}/bench.json, bench.md, bench.png")
+    finally:
+        stack.stop()
+    return 0
+
+
+def _memory(stack: LocalStack, cfg: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Peak RSS of the transform alone on one file of each size (streamed: bounded by the batch size)."""
+    sizes = [int(n) for n in args.memory_rows.split(",") if n]
+    if not sizes:
+        return []
+    chunk = generate_day(DAY, files=1, rows_per_file=min(sizes), seed=11)
+    body = next(iter(chunk.values()))
+    header, _, rows = body.partition(b"\n")
+    out = []
+    for n in sizes:
+        name = f"memory_{n}.csv"
+        data = header + b"\n" + rows * (n // min(sizes))
+        stack.s3().put_object(Bucket="raw", Key=f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}", Body=data)
+        del data
+        result = _run("transform_memory", cfg, {"file": name})
+        out.append(
+            {"rows": result["rows"], "seconds": round(result["seconds"], 1), "peak_rss_mb": result["peak_rss_mb"]}
+        )
+        print(
+            f"  transform of one {result['rows']:,}-row file: peak RSS {result['peak_rss_mb']} MB "
+            f"({result['seconds']:.1f}s)",
+            flush=True,
+        )
+        stack.s3().delete_object(Bucket="raw", Key=f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}")
+    return out
+
+
+def _memory_markdown(memory: list[dict[str, Any]]) -> str:
+    if not memory:
+        return ""
+    lines = ["", "| transform of one file | seconds | peak RSS (MB) |", "| ---: | ---: | ---: |"]
+    lines += [f"| {m['rows']:,} rows | {m['seconds']} | {m['peak_rss_mb']} |" for m in memory]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

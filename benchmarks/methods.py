@@ -1,0 +1,200 @@
+"""One benchmark method per function, each run in its own process by bench.py.
+
+`python -m benchmarks.methods NAME CONFIG_JSON` prints one JSON line: rows, seconds and
+what the rows are. Setup that is not part of the measured path happens before the clock.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from include.etl import storage
+from include.etl.cleaning import SOURCE_KEY, SOURCE_LINE, clean_batch
+from include.etl.config import PipelineSettings
+from include.etl.contract import load_contract
+from include.etl.csv_reader import RawBatch
+from include.etl.load import ensure_tables, load_files
+from include.etl.transform import transform_file
+from local_stack.s3 import client
+
+CONTRACT = load_contract("orders")
+COLUMNS = [*CONTRACT.output_columns, SOURCE_KEY, SOURCE_LINE]
+
+
+def settings(cfg: dict[str, Any]) -> PipelineSettings:
+    return PipelineSettings(
+        raw_prefix=cfg["raw_prefix"], processed_prefix=cfg["processed_prefix"], rejected_prefix=cfg["rejected_prefix"]
+    )
+
+
+def raw_objects(cfg: dict[str, Any]) -> list[storage.RawObject]:
+    return storage.list_partition(
+        client(cfg["s3_port"]), "raw", storage.partition_prefix(cfg["raw_prefix"], cfg["day"])
+    )[0]
+
+
+def _transform_one(args: tuple[dict[str, Any], str, str, int]) -> dict[str, Any]:
+    cfg, key, etag, size = args
+    result = transform_file(client(cfg["s3_port"]), storage.RawObject(key, etag, size), CONTRACT, settings(cfg))
+    return result.to_dict()
+
+
+def ours(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The DAG's own code path: transform files in parallel (as mapped tasks), then one load."""
+    from include.etl.transform import FileResult
+
+    objects = raw_objects(cfg)
+    started = time.perf_counter()
+    with ProcessPoolExecutor(cfg["workers"]) as pool:
+        results = list(pool.map(_transform_one, [(cfg, o.key, o.etag, o.size) for o in objects]))
+    transformed = time.perf_counter()
+    with psycopg.connect(cfg["dsn"]) as conn:
+        report = load_files(
+            conn, client(cfg["s3_port"]), CONTRACT, settings(cfg), [FileResult(**r) for r in results], "bench"
+        )
+    seconds = time.perf_counter() - started
+    return {
+        "rows": sum(r["rows_read"] for r in results),
+        "unit": "raw rows",
+        "seconds": seconds,
+        "transform_seconds": transformed - started,
+        "load_seconds": seconds - (transformed - started),
+        "rows_loaded": sum(f["rows_loaded"] for f in report.files),
+    }
+
+
+def _empty_table(conn: psycopg.Connection, schema: str) -> str:
+    table = f"{schema}.orders"
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with conn.cursor() as cur:
+        ensure_tables(cur, replace(CONTRACT, table=table), PipelineSettings(ledger_table=f"{schema}.ledger"))
+    conn.commit()
+    return table
+
+
+def copy_limit(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Bare COPY FROM STDIN of the already-clean rows into an identical, empty keyed table."""
+    with psycopg.connect(cfg["dsn"]) as conn:
+        table = _empty_table(conn, "bench_copy")
+        cols = [*COLUMNS, "load_seq"]
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, cols))
+        )
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(copy_sql) as copy, open(cfg["clean_csv"], "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                copy.write(chunk)
+        conn.commit()
+        seconds = time.perf_counter() - started
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))).fetchone()[0]
+    return {"rows": rows, "unit": "clean rows", "seconds": seconds}
+
+
+def _subset(cfg: dict[str, Any]) -> list[storage.RawObject]:
+    chosen, rows = [], 0
+    for o in raw_objects(cfg):
+        if rows >= cfg["subset_rows"]:
+            break
+        chosen.append(o)
+        rows += cfg["rows_per_file"]
+    return chosen
+
+
+def to_sql(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The tutorial path: pandas read_csv + the same cleaning + DataFrame.to_sql (a subset)."""
+    import pandas as pd
+    from sqlalchemy import create_engine
+
+    with psycopg.connect(cfg["dsn"]) as conn:
+        _empty_table(conn, "bench_tosql")
+    engine = create_engine(cfg["dsn"].replace("postgresql://", "postgresql+psycopg://"))
+    s3 = client(cfg["s3_port"])
+    started = time.perf_counter()
+    rows, frames = 0, []
+    for o in _subset(cfg):
+        df = pd.read_csv(
+            io.BytesIO(s3.get_object(Bucket="raw", Key=o.key)["Body"].read()), dtype=str, keep_default_na=False
+        )
+        rows += len(df)
+        header = list(df.columns)
+        batch = RawBatch([pa.array(df[c], pa.string()) for c in header], pa.array(range(2, len(df) + 2)).to_numpy())
+        cleaned = clean_batch(batch, header, CONTRACT.map_headers(header), CONTRACT, o.key)
+        frames.append(cleaned.clean.to_pandas())
+    frame = pd.concat(frames).drop_duplicates(subset=["order_id"], keep="last")
+    for column in ("unit_price", "total_price"):  # Decimal objects would be bound as text
+        frame[column] = frame[column].astype(float)
+    frame["load_seq"] = 1
+    frame.to_sql("orders", engine, schema="bench_tosql", if_exists="append", index=False, chunksize=10_000)
+    return {"rows": rows, "unit": "raw rows", "seconds": time.perf_counter() - started}
+
+
+def insert_rows(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Airflow's S3ToSqlOperator path: DbApiHook.insert_rows in 1,000-row commits (a subset)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    with psycopg.connect(cfg["dsn"]) as conn:
+        table = _empty_table(conn, "bench_insert")
+        cur = conn.execute(
+            sql.SQL("SELECT {} FROM bench_source.orders LIMIT %s").format(
+                sql.SQL(", ").join(map(sql.Identifier, [*COLUMNS, "load_seq"]))
+            ),
+            (cfg["subset_rows"],),
+        )
+        rows = cur.fetchall()
+    hook = PostgresHook(postgres_conn_id="bench")
+    started = time.perf_counter()
+    hook.insert_rows(table, rows, target_fields=[*COLUMNS, "load_seq"], commit_every=1000)
+    return {"rows": len(rows), "unit": "clean rows", "seconds": time.perf_counter() - started}
+
+
+def dag(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The same through Airflow: `airflow dags test --use-executor` (LocalExecutor, parallelism = cores)."""
+    env = {**os.environ, **cfg["airflow_env"]}
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    started = time.perf_counter()
+    result = subprocess.run(
+        [airflow, "dags", "test", "orders_pipeline", "--use-executor", "--conf", json.dumps({"day": cfg["day"]})],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(result.stdout[-3000:] + result.stderr[-3000:])
+    with psycopg.connect(cfg["dsn"]) as conn:
+        rows = conn.execute("SELECT coalesce(sum(rows_read), 0) FROM etl.file_ledger").fetchone()[0]
+    return {"rows": int(rows), "unit": "raw rows", "seconds": seconds}
+
+
+def transform_memory(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One file through the transform alone (for peak RSS against file size)."""
+    o = next(o for o in raw_objects(cfg) if o.key.endswith(cfg["file"]))
+    started = time.perf_counter()
+    result = _transform_one((cfg, o.key, o.etag, o.size))
+    return {"rows": result["rows_read"], "unit": "raw rows", "seconds": time.perf_counter() - started}
+
+
+METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "ours": ours,
+    "copy_limit": copy_limit,
+    "to_sql": to_sql,
+    "insert_rows": insert_rows,
+    "dag": dag,
+    "transform_memory": transform_memory,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(METHODS[sys.argv[1]](json.loads(sys.argv[2]))))
