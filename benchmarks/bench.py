@@ -138,8 +138,7 @@ def _prepare_clean_rows(cfg: dict[str, Any]) -> None:
         with (
             open(cfg["clean_csv"], "wb") as fh,
             conn.cursor().copy(
-                "COPY (SELECT order_id, order_ts, customer_id, product_name, category, quantity, unit_price, region, "
-                "order_date, total_price, source_key, source_line, load_seq FROM analytics.orders) TO STDOUT (FORMAT csv)"
+                f"COPY (SELECT {', '.join(CLEAN_COLUMNS)} FROM analytics.orders) TO STDOUT (FORMAT csv)"
             ) as copy,
         ):
             for chunk in copy:

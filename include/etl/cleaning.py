@@ -25,7 +25,11 @@ REJECT_REASON = "reject_reason"
 
 _INT_RE = r"^[+-]?\d{1,18}(\.0*)?$"
 _DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d+)(?:\.(?P<frac>\d*))?$"
-_CURRENCY_CHARS = r"[\s$€£]"
+# A currency sign before or after the number, with optional space: "$ 12.50", "12,50 €" (then rejected).
+_LEADING_CURRENCY = r"^([+-]?)\s*[$€£]\s*"
+_TRAILING_CURRENCY = r"\s*[$€£]$"
+# pandas' ISO8601 parser also takes "2026" or "20260102"; a timestamp must at least spell out a date.
+_ISO_DATE_PREFIX = r"^\d{4}-\d{1,2}-\d{1,2}"
 # Thousands separators are accepted only in groups of three ("1,234.50", not "3,00").
 _THOUSANDS_RE = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
 
@@ -65,7 +69,8 @@ def output_schema(contract: Contract) -> pa.Schema:
 
 def rejected_schema(header: list[str]) -> pa.Schema:
     """Schema of rejected-row files: line, reason, the raw record if malformed, original columns."""
-    names = [SOURCE_LINE, REJECT_REASON, "raw_record", *_unique(header)]
+    # Unique across our own columns too: a re-dropped rejected file has them in its header.
+    names = _unique([SOURCE_LINE, REJECT_REASON, "raw_record", *header])
     return pa.schema([pa.field(n, pa.int64() if n == SOURCE_LINE else pa.string()) for n in names])
 
 
@@ -188,9 +193,21 @@ def _text(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.A
     if col.canonical:
         canonical = pa.array(list(col.canonical), pa.string())
         idx = pc.index_in(pc.utf8_lower(collapsed), value_set=pc.utf8_lower(canonical))
-        values = pc.coalesce(pc.take(canonical, idx), pc.utf8_title(collapsed))
+        values = pc.coalesce(pc.take(canonical, idx), _title(collapsed))
         return values, pa.nulls(len(present), pa.string())
     return collapsed, pa.nulls(len(present), pa.string())
+
+
+# utf8_title capitalizes after an apostrophe ("Men'S Wear"); English contractions stay lower case.
+_CONTRACTIONS = ("S", "T", "D", "M", "Ll", "Re", "Ve")
+
+
+def _title(values: pa.Array) -> pa.Array:
+    titled = pc.utf8_title(values)
+    if pc.any(pc.match_substring(titled, "'")).as_py():
+        for suffix in _CONTRACTIONS:
+            titled = pc.replace_substring_regex(titled, rf"(\w)'{suffix}\b", rf"\1'{suffix.lower()}")
+    return titled
 
 
 def _quoted(raw: pa.Array) -> pa.Array:
@@ -218,7 +235,8 @@ def _integer(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, p
 
 
 def _decimal(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
-    stripped = pc.replace_substring_regex(present, _CURRENCY_CHARS, "")
+    stripped = pc.replace_substring_regex(present, _LEADING_CURRENCY, r"\1")
+    stripped = pc.replace_substring_regex(stripped, _TRAILING_CURRENCY, "")
     grouped = pc.match_substring_regex(stripped, _THOUSANDS_RE)
     stripped = pc.if_else(grouped, pc.replace_substring(stripped, ",", ""), stripped)
     parts = pc.extract_regex(stripped, _DECIMAL_RE)
@@ -256,11 +274,18 @@ def _timestamp(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array,
     series = pd.Series(present.to_pandas(types_mapper=pd.ArrowDtype), dtype="string")
     parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
     todo = series.notna()
+    iso_shaped = pd.Series(
+        pc.match_substring_regex(present, _ISO_DATE_PREFIX).fill_null(False).to_numpy(zero_copy_only=False),
+        index=series.index,
+    )
     for fmt in col.formats:
-        if not todo.any():
-            break
-        attempt = pd.to_datetime(series[todo], format=fmt, errors="coerce", utc=True).astype("datetime64[us, UTC]")
-        parsed[todo] = attempt
+        candidates = todo & iso_shaped if fmt == "ISO8601" else todo
+        if not candidates.any():
+            continue
+        attempt = pd.to_datetime(series[candidates], format=fmt, errors="coerce", utc=True).astype(
+            "datetime64[us, UTC]"
+        )
+        parsed[candidates] = attempt
         todo &= parsed.isna()
     values = pa.Array.from_pandas(parsed, type=pa.timestamp("us", tz="UTC"))
     unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))

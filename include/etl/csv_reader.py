@@ -13,6 +13,7 @@ import codecs
 import csv
 import gzip
 import io
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -28,6 +29,8 @@ Opener = Callable[[], BinaryIO]
 
 DEFAULT_BATCH_BYTES = 16 << 20
 _EXACT_BATCH_ROWS = 50_000
+# A file that fails to decode or decompress part way is rejected whole.
+_UNREADABLE = (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error)
 _HEADER_PROBE_BYTES = 1 << 16
 
 
@@ -79,15 +82,15 @@ def open_raw(opener: Callable[[], BinaryIO], gzipped: bool) -> Opener:
     return lambda: gzip.GzipFile(fileobj=opener(), mode="rb")  # type: ignore[return-value]
 
 
-def _decode_header(probe: bytes, dialect: CsvDialect, encoding: str) -> list[str]:
+def _decode_header(probe: bytes, dialect: CsvDialect, encoding: str) -> tuple[list[str], int]:
+    """The header row and the number of blank lines before it."""
+    probe = probe.removeprefix(codecs.BOM_UTF8)  # also when the rest turns out to be cp1252
     text = codecs.getincrementaldecoder(_python_encoding(encoding))(errors="replace").decode(probe)
-    try:
-        row = next(csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter))
-    except StopIteration:
-        raise CsvFormatError("empty file: no header row") from None
-    if not any(h.strip() for h in row):
-        raise CsvFormatError("empty file: no header row")
-    return row
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
+    for row in reader:
+        if any(h.strip() for h in row):
+            return row, reader.line_num - 1 - sum(h.count("\n") for h in row)
+    raise CsvFormatError("empty file: no header row")
 
 
 def _probe(opener: Opener) -> bytes:
@@ -110,15 +113,30 @@ def _choose_encoding(probe: bytes, complete: bool, dialect: CsvDialect) -> str:
 
 def read_csv(opener: Opener, dialect: CsvDialect, batch_bytes: int = DEFAULT_BATCH_BYTES) -> CsvStream:
     """Open a CSV for streaming; raises CsvFormatError if it has no readable header."""
-    probe = _probe(opener)
+    try:
+        probe = _probe(opener)
+    except _UNREADABLE as exc:
+        raise CsvFormatError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
     if not probe.strip(b"\r\n\t \xef\xbb\xbf"):
         raise CsvFormatError("empty file: no header row")
     encoding = _choose_encoding(probe, len(probe) < _HEADER_PROBE_BYTES, dialect)
-    header = _decode_header(probe, dialect, encoding)
+    header, blank_before = _decode_header(probe, dialect, encoding)
     stream = CsvStream(header=header, encoding=encoding, batches=iter(()))
-    stream.header_lines = 1 + sum(h.count("\n") for h in header)
-    stream.batches = _batches(opener, dialect, encoding, stream, batch_bytes)
+    stream.header_lines = blank_before + 1 + sum(h.count("\n") for h in header)
+    stream.batches = _readable(_batches(opener, dialect, encoding, stream, batch_bytes), stream)
     return stream
+
+
+def _readable(batches: Iterator[RawBatch], stream: CsvStream) -> Iterator[RawBatch]:
+    """Turn decoding and decompression failures into CsvFormatError (the file is rejected whole)."""
+    try:
+        yield from batches
+    except UnicodeDecodeError as exc:
+        raise CsvFormatError(
+            f"file is not valid {stream.encoding}: {exc.reason} (byte {exc.object[exc.start]:#04x})"
+        ) from exc
+    except _UNREADABLE as exc:
+        raise CsvFormatError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
 
 
 def _batches(
@@ -127,7 +145,7 @@ def _batches(
     emitted = 0
     try:
         if stream.header_lines > 1:
-            raise _RestartExactError()  # pyarrow skips the header by physical line
+            raise _RestartExactError()  # pyarrow skips the header by physical line or record, not both
         for batch in _fast_batches(opener, dialect, encoding, stream, batch_bytes):
             emitted += batch.num_rows
             yield batch
@@ -249,7 +267,8 @@ def _exact_batches(opener: Opener, dialect: CsvDialect, encoding: str, stream: C
     with opener() as raw:
         text = io.TextIOWrapper(raw, encoding=_python_encoding(encoding), newline="")
         reader = csv.reader(text, delimiter=dialect.delimiter)
-        next(reader)  # header
+        while not any(field.strip() for field in next(reader)):  # blank lines, then the header
+            stream.blank_lines += 1
         rows: list[list[str]] = []
         lines: list[int] = []
         prev_end = reader.line_num

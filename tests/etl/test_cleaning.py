@@ -466,3 +466,37 @@ def test_empty_batch_gives_empty_tables(contract: Contract) -> None:
     assert out.clean.num_rows == 0
     assert out.rejected.num_rows == 0
     assert out.clean.schema == output_schema(contract)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "reason"),
+    [
+        pytest.param("unit_price", "3 4", "unit_price '3 4' is not a number", id="space-inside-price"),
+        pytest.param("unit_price", "$", "unit_price '$' is not a number", id="currency-sign-only"),
+        pytest.param("order_ts", "2026", "order_ts '2026' is not a recognised date/time", id="year-only"),
+        pytest.param("order_ts", "20260102", "order_ts '20260102' is not a recognised date/time", id="compact-date"),
+    ],
+)
+def test_lenient_parses_are_rejected(contract: Contract, field: str, raw: str, reason: str) -> None:
+    clean, rejected = _one(contract, **{field: raw})
+    assert clean is None
+    assert rejected == reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("$ 12.50", Decimal("12.50"), id="sign-space"),
+        pytest.param("12.50 €", Decimal("12.50"), id="trailing-euro"),
+        pytest.param("-$0", Decimal("0.00"), id="signed-zero"),
+    ],
+)
+def test_currency_signs_with_spaces_are_accepted(contract: Contract, raw: str, expected: Decimal) -> None:
+    clean, rejected = _one(contract, unit_price=raw)
+    assert rejected is None
+    assert clean["unit_price"] == expected
+
+
+def test_title_casing_keeps_contractions_lower_case(contract: Contract) -> None:
+    clean, _ = _one(contract, category="men's  wear")
+    assert clean["category"] == "Men's Wear"
