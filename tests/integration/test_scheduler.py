@@ -102,7 +102,24 @@ def _backfill_states(stack: LocalStack, since: float) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _no_backfill_running(stack: LocalStack) -> bool:
+    """Airflow allows one running backfill per DAG; one that created no runs completes on a scheduler loop."""
+    with _meta(stack) as meta:
+        running = meta.execute(
+            "SELECT count(*) FROM backfill WHERE dag_id = %s AND completed_at IS NULL", (DAG_ID,)
+        ).fetchone()[0]
+    return running == 0
+
+
+def _backfill_run_count(stack: LocalStack) -> int:
+    with _meta(stack) as meta:
+        return meta.execute(
+            "SELECT count(*) FROM dag_run WHERE dag_id = %s AND run_type = 'backfill'", (DAG_ID,)
+        ).fetchone()[0]
+
+
 def _backfill(stack: LocalStack, *extra: str) -> tuple[float, list[str]]:
+    _wait("the previous backfill to complete", 120, lambda: _no_backfill_running(stack), 1)
     since = time.time() - 1
     started = time.monotonic()
     _cli(
@@ -131,11 +148,11 @@ def test_backfill_three_days_then_again_then_reprocess(scheduler, warehouse) -> 
     print(f"\nthree-day backfill: {seconds:.1f}s wall")
 
     # The same backfill again: completed days are not rerun, nothing changes.
-    again = airflow.run(
-        ["backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1]], scheduler.env
-    )
-    print(again.stdout[-500:], again.stderr[-500:])
-    time.sleep(10)
+    _wait("the backfill to complete", 120, lambda: _no_backfill_running(scheduler), 1)
+    runs_before = _backfill_run_count(scheduler)
+    _cli(scheduler, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1])
+    _wait("the empty backfill to complete", 120, lambda: _no_backfill_running(scheduler), 1)
+    assert _backfill_run_count(scheduler) == runs_before  # no run was created
     assert table_checksum(warehouse, BACKFILLED) == loaded
 
     # Reprocess: every file of those days transformed and merged again; same rules, same table.
