@@ -33,13 +33,13 @@ from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, d
 
 from include.etl import pipeline
 from include.etl.batching import group_label
-from include.etl.config import POSTGRES_CONN_ID, PipelineSettings
+from include.etl.config import DATASET, POSTGRES_CONN_ID, PipelineSettings
 from include.etl.contract import load_contract
 from include.etl.events import raw_files_asset
 from include.etl.notify import on_task_failure
 from include.etl.quality import column_checks, table_checks
 
-CONTRACT = load_contract(os.environ.get("ORDERS_CONTRACT", "orders"))
+CONTRACT = load_contract(DATASET)
 DEFAULTS = PipelineSettings()
 
 # Each scheduled run owns one day: its data interval is [day 00:00, next day 00:00) UTC.

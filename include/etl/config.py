@@ -18,13 +18,14 @@ POSTGRES_CONN_ID = "warehouse"
 SMTP_CONN_ID = "smtp_default"
 
 VARIABLE_PREFIX = "orders_"
+# The dataset this DAG loads: include/contracts/<DATASET>.yml (and .expectations.json).
+DATASET = "orders"
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
     """Where raw, processed and rejected objects live, and run-time knobs."""
 
-    contract: str = "orders"
     raw_bucket: str = "raw"
     raw_prefix: str = "raw/orders"
     processed_bucket: str = "processed"

@@ -14,7 +14,7 @@ from include.etl import notify as notify_module
 from include.etl import storage
 from include.etl import transform as transform_module
 from include.etl.batching import group_files
-from include.etl.config import AWS_CONN_ID, POSTGRES_CONN_ID, SMTP_CONN_ID, PipelineSettings
+from include.etl.config import AWS_CONN_ID, DATASET, POSTGRES_CONN_ID, SMTP_CONN_ID, PipelineSettings
 from include.etl.contract import load_contract
 from include.etl.events import keys_from_asset_events, partitions_of
 from include.etl.ledger import loaded_versions
@@ -75,7 +75,7 @@ def list_new_files(context: Any) -> list[list[dict[str, Any]]]:
         new = objects
     else:
         with _pg() as conn, conn.cursor() as cur:
-            load_module.ensure_tables(cur, load_contract(settings.contract), settings)
+            load_module.ensure_tables(cur, load_contract(DATASET), settings)
             conn.commit()
             done = loaded_versions(cur, settings.ledger_table, [o.key for o in objects])
         new = [o for o in objects if (o.key, o.etag) not in done]
@@ -87,7 +87,7 @@ def list_new_files(context: Any) -> list[list[dict[str, Any]]]:
 def transform(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Transform each file of a group, one after the other."""
     settings = PipelineSettings.from_airflow()
-    contract, s3 = load_contract(settings.contract), _s3()
+    contract, s3 = load_contract(DATASET), _s3()
     return [
         transform_module.transform_file(
             s3, storage.RawObject(f["key"], f["etag"], f["size"]), contract, settings
@@ -112,7 +112,7 @@ def validate(context: Any, groups: list[list[dict[str, Any]]]) -> dict[str, Any]
             results += [FileResult(**r) for r in value]
     processed = [r for r in results if r.status == "processed"]
     if processed:
-        validator, s3 = SuiteValidator.for_dataset(load_contract(settings.contract).dataset), _s3()
+        validator, s3 = SuiteValidator.for_dataset(DATASET), _s3()
         for r in processed:
             validate_processed(s3, r, validator, settings)
             if r.status != "processed":
@@ -128,7 +128,7 @@ def load(context: Any, validated: dict[str, Any]) -> dict[str, Any]:
         report = load_module.load_files(
             conn,
             _s3(),
-            load_contract(settings.contract),
+            load_contract(DATASET),
             settings,
             results,
             context["ti"].run_id,
@@ -143,7 +143,7 @@ def notify(context: Any, report: dict[str, Any]) -> None:
 
     settings = PipelineSettings.from_airflow()
     ti = context["ti"]
-    contract = load_contract(settings.contract)
+    contract = load_contract(DATASET)
     notify_module.send(
         SMTP_CONN_ID,
         settings.alert_emails,

@@ -10,7 +10,6 @@ from include.etl.config import PipelineSettings
 from include.etl.csv_reader import DEFAULT_BATCH_BYTES
 
 DEFAULTS = {
-    "contract": "orders",
     "raw_bucket": "raw",
     "raw_prefix": "raw/orders",
     "processed_bucket": "processed",
@@ -54,8 +53,8 @@ def test_defaults_when_variables_missing_or_empty(variables: dict[str, str]) -> 
         ({"orders_raw_bucket": "landing"}, {"raw_bucket": "landing"}),
         ({"orders_raw_bucket": "  landing \n"}, {"raw_bucket": "landing"}),
         (
-            {"orders_processed_bucket": "lake", "orders_contract": "invoices"},
-            {"processed_bucket": "lake", "contract": "invoices"},
+            {"orders_processed_bucket": "lake", "orders_lookback_days": "7"},
+            {"processed_bucket": "lake", "lookback_days": 7},
         ),
         ({"orders_batch_bytes": "65536"}, {"batch_bytes": 65536}),
         ({"orders_ledger_table": "audit.ledger"}, {"ledger_table": "audit.ledger"}),
