@@ -4,7 +4,7 @@ Each file is uploaded as is to in-process moto S3 and transformed with the order
 Besides the outcome written in cases.yml, every readable file is checked against an
 independent parse with Python's csv module: each non-blank record is loaded or rejected
 exactly once at its physical line, blank lines are counted, and rejected rows keep their
-original values. Known bugs in include/ are strict xfails (`bug:` in cases.yml).
+original values.
 """
 
 from __future__ import annotations
@@ -23,19 +23,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from moto import mock_aws
 
 from include.etl import storage
 from include.etl.cleaning import output_schema
 from include.etl.config import PipelineSettings
 from include.etl.contract import Contract, load_contract
 from include.etl.transform import FileResult, transform_file
+from tests.helpers import moto_s3
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "bad_input"
 CASES: dict[str, Any] = yaml.safe_load((DATA / "cases.yml").read_text(encoding="utf-8"))
@@ -47,16 +46,12 @@ LINEAGE = ["source_line", "reject_reason", "raw_record"]
 
 def _case_params() -> Iterator[Any]:
     for case in CASES["cases"]:
-        marks = [pytest.mark.xfail(strict=True, reason=case["bug"])] if case.get("bug") else []
-        yield pytest.param(case, id=case["name"], marks=marks)
+        yield pytest.param(case, id=case["name"])
 
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=SETTINGS.raw_bucket)
-        client.create_bucket(Bucket=SETTINGS.processed_bucket)
+    with moto_s3(SETTINGS.raw_bucket, SETTINGS.processed_bucket) as client:
         yield client
 
 

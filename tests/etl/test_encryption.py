@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from include.etl import storage
 from include.etl.config import PipelineSettings
 from include.etl.transform import transform_file
+from tests.helpers import moto_s3
 
 BODY = (
     b"order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
@@ -26,10 +25,7 @@ BODY = (
 def test_processed_and_rejected_objects_are_encrypted(contract, sse, key_id, expected) -> None:
     settings = PipelineSettings(s3_sse=sse, s3_sse_kms_key_id=key_id)
     assert settings.put_args == expected
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        for bucket in ("raw", "processed"):
-            s3.create_bucket(Bucket=bucket)
+    with moto_s3("raw", "processed") as s3:
         s3.put_object(Bucket="raw", Key="raw/orders/dt=2026-01-01/a.csv", Body=BODY)
         obj = storage.list_partition(s3, "raw", "raw/orders/dt=2026-01-01/")[0][0]
         result = transform_file(s3, obj, contract, settings)

@@ -27,12 +27,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from include.etl import storage
 from include.etl.cleaning import SOURCE_LINE, clean_batch
@@ -40,6 +38,7 @@ from include.etl.config import PipelineSettings
 from include.etl.contract import load_contract
 from include.etl.csv_reader import read_csv
 from include.etl.transform import transform_file
+from tests.helpers import moto_s3
 
 ORDERS = load_contract("orders")
 COLUMNS = [c.name for c in ORDERS.columns]
@@ -477,10 +476,7 @@ _names = (f"prop_{i}.csv" for i in itertools.count())
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=_SETTINGS.raw_bucket)
-        client.create_bucket(Bucket=_SETTINGS.processed_bucket)
+    with moto_s3(_SETTINGS.raw_bucket, _SETTINGS.processed_bucket) as client:
         yield client
 
 

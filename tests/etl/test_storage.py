@@ -6,13 +6,12 @@ import hashlib
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from include.etl import storage
 from include.etl.storage import RawObject
+from tests.helpers import moto_s3
 
 BUCKET = "raw"
 PREFIX = "raw/orders/dt=2026-01-02/"
@@ -20,9 +19,7 @@ PREFIX = "raw/orders/dt=2026-01-02/"
 
 @pytest.fixture
 def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
+    with moto_s3(BUCKET) as client:
         yield client
 
 

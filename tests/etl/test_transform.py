@@ -10,16 +10,15 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
-from moto import mock_aws
 
 from include.etl import storage
 from include.etl.cleaning import output_schema
 from include.etl.config import PipelineSettings
 from include.etl.contract import Contract
 from include.etl.transform import FileResult, transform_file
+from tests.helpers import moto_s3
 
 DAY = "2026-01-02"
 REGIONS = "North, South, East, West, Central"
@@ -50,10 +49,7 @@ def settings(request: pytest.FixtureRequest) -> PipelineSettings:
 
 @pytest.fixture
 def s3(settings: PipelineSettings) -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        for bucket in {settings.raw_bucket, settings.processed_bucket}:
-            client.create_bucket(Bucket=bucket)
+    with moto_s3(settings.raw_bucket, settings.processed_bucket) as client:
         yield client
 
 
