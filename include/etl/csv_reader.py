@@ -116,7 +116,7 @@ def read_csv(opener: Opener, dialect: CsvDialect, batch_bytes: int = DEFAULT_BAT
     try:
         probe = _probe(opener)
     except _UNREADABLE as exc:
-        raise CsvFormatError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
+        raise _unreadable(exc, dialect.encoding) from exc
     if not probe.strip(b"\r\n\t \xef\xbb\xbf"):
         raise CsvFormatError("empty file: no header row")
     encoding = _choose_encoding(probe, len(probe) < _HEADER_PROBE_BYTES, dialect)
@@ -131,12 +131,14 @@ def _readable(batches: Iterator[RawBatch], stream: CsvStream) -> Iterator[RawBat
     """Turn decoding and decompression failures into CsvFormatError (the file is rejected whole)."""
     try:
         yield from batches
-    except UnicodeDecodeError as exc:
-        raise CsvFormatError(
-            f"file is not valid {stream.encoding}: {exc.reason} (byte {exc.object[exc.start]:#04x})"
-        ) from exc
     except _UNREADABLE as exc:
-        raise CsvFormatError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
+        raise _unreadable(exc, stream.encoding) from exc
+
+
+def _unreadable(exc: Exception, encoding: str) -> CsvFormatError:
+    if isinstance(exc, UnicodeDecodeError):
+        return CsvFormatError(f"file is not valid {encoding}: {exc.reason} (byte {exc.object[exc.start]:#04x})")
+    return CsvFormatError(f"cannot read the file: {type(exc).__name__}: {exc}")
 
 
 def _batches(

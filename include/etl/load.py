@@ -172,19 +172,19 @@ def _create_staging(cur: Any, contract: Contract, columns: list[str]) -> None:
     )
 
 
-def _order(contract: Contract, prefix: str = "") -> sql.Composed:
+def _precedence(contract: Contract) -> tuple[str, ...]:
     """The precedence of a row version: load, then latest_by, then file, then line."""
-    names = (LOAD_SEQ, contract.latest_by, SOURCE_KEY, SOURCE_LINE)
-    return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(n)) for n in names)
+    return (LOAD_SEQ, contract.latest_by, SOURCE_KEY, SOURCE_LINE)
+
+
+def _order(contract: Contract, prefix: str = "") -> sql.Composed:
+    return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(n)) for n in _precedence(contract))
 
 
 def _pick_latest(cur: Any, contract: Contract, columns: list[str]) -> None:
     """etl_latest: one row per key from staging, the one with the highest precedence."""
     key = sql.Identifier(contract.key)
-    desc = sql.SQL(", ").join(
-        sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(n))
-        for n in (LOAD_SEQ, contract.latest_by, SOURCE_KEY, SOURCE_LINE)
-    )
+    desc = sql.SQL(", ").join(sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(n)) for n in _precedence(contract))
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "

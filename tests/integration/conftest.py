@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -10,11 +12,30 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from local_stack import postgres
+from local_stack.config import DB_USER
 from local_stack.stack import LocalStack
 
 pytestmark = pytest.mark.integration
+
+# The orders contract's own column names, as the first line of a raw CSV.
+HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
+
+
+@contextmanager
+def fresh_database(stack: LocalStack, name: str) -> Iterator[str]:
+    """An empty database on the stack's PostgreSQL for one test; yields its DSN, drops it after."""
+    admin_dsn = postgres.dsn(stack.ports.postgres, "postgres")
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(DB_USER)))
+    try:
+        yield postgres.dsn(stack.ports.postgres, name)
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

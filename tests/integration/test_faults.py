@@ -23,15 +23,13 @@ from include.etl.config import PipelineSettings
 from include.etl.load import load_files
 from include.etl.transform import transform_file
 from local_stack import airflow, postgres
-from local_stack.config import DB_USER, PROJECT_ROOT
+from local_stack.config import PROJECT_ROOT
 from local_stack.settings import read_settings
 from local_stack.stack import LocalStack
-from tests.integration.conftest import table_checksum
+from tests.integration.conftest import HEADER, fresh_database, table_checksum
 from tests.integration.faulty_proxy import FaultyProxy
 
 pytestmark = pytest.mark.integration
-
-HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
 
 
 def _body(prefix: str, rows: int) -> bytes:
@@ -41,12 +39,8 @@ def _body(prefix: str, rows: int) -> bytes:
 @pytest.fixture
 def fault_db(stack: LocalStack) -> Iterator[str]:
     """A fresh database; yields its DSN."""
-    with psycopg.connect(postgres.dsn(stack.ports.postgres, "postgres"), autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS fault_test WITH (FORCE)")
-        admin.execute(f"CREATE DATABASE fault_test OWNER {DB_USER}")
-    yield postgres.dsn(stack.ports.postgres, "fault_test")
-    with psycopg.connect(postgres.dsn(stack.ports.postgres, "postgres"), autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS fault_test WITH (FORCE)")
+    with fresh_database(stack, "fault_test") as dsn:
+        yield dsn
 
 
 def _settings(tag: str) -> PipelineSettings:

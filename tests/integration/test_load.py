@@ -17,23 +17,16 @@ from include.etl.config import PipelineSettings
 from include.etl.load import load_files
 from include.etl.transform import FileResult, transform_file
 from local_stack import postgres
-from local_stack.config import DB_USER
+from tests.integration.conftest import HEADER, fresh_database
 
 pytestmark = pytest.mark.integration
-
-HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
 
 
 @pytest.fixture
 def db(stack: Any) -> Iterator[psycopg.Connection]:
     """A fresh, empty database for each test."""
-    admin = psycopg.connect(postgres.dsn(stack.ports.postgres, "postgres"), autocommit=True)
-    admin.execute("DROP DATABASE IF EXISTS load_test WITH (FORCE)")
-    admin.execute(f"CREATE DATABASE load_test OWNER {DB_USER}")
-    with psycopg.connect(postgres.dsn(stack.ports.postgres, "load_test")) as conn:
+    with fresh_database(stack, "load_test") as dsn, psycopg.connect(dsn) as conn:
         yield conn
-    admin.execute("DROP DATABASE load_test WITH (FORCE)")
-    admin.close()
 
 
 @pytest.fixture

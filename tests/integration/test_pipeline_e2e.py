@@ -20,12 +20,11 @@ from local_stack import postgres
 from local_stack.config import AIRFLOW_DB
 from local_stack.sample_orders import generate
 from local_stack.stack import LocalStack
-from tests.integration.conftest import html_body, mails, table_checksum
+from tests.integration.conftest import HEADER, html_body, mails, table_checksum
 
 pytestmark = pytest.mark.integration
 
 DAYS = [date(2026, 3, 1), date(2026, 3, 2)]
-HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
 
 
 @pytest.fixture(scope="module")

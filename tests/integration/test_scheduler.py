@@ -24,11 +24,10 @@ from local_stack import airflow, postgres
 from local_stack.config import AIRFLOW_DB
 from local_stack.sample_orders import generate
 from local_stack.stack import LocalStack
-from tests.integration.conftest import table_checksum
+from tests.integration.conftest import HEADER, table_checksum
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-HEADER = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n"
 DAG_ID = "orders_pipeline"
 EVENT_WAIT_S = 180
 BACKFILL_WAIT_S = 600
