@@ -1,8 +1,10 @@
 """Load processed Parquet files into the warehouse: one transaction, COPY, then merge.
 
-All files of a run are COPYed into a temporary staging table, deduplicated (latest
-`latest_by` wins; ties: later file, later line), upserted on the contract's key and
-recorded in the ledger in the same transaction. A failure loads nothing; a retry or
+All files of a run are COPYed into a temporary staging table (binary COPY encoded
+from Arrow by pgpq where it has a wheel, CSV otherwise), deduplicated (latest
+`latest_by` wins; ties: later file, later line), merged on the contract's key (new
+keys by a plain INSERT, existing ones by a guarded UPDATE) and recorded in the ledger
+in the same transaction. A failure loads nothing; a retry or
 rerun skips file versions the ledger already holds. A transaction-scoped advisory
 lock serializes concurrent loads of the same table, so two runs never load one file
 twice.
@@ -17,9 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg import sql
+
+try:  # Arrow -> PostgreSQL binary COPY; no wheel for Linux on ARM, where CSV COPY is used.
+    import pgpq
+except ImportError:  # pragma: no cover - depends on the platform
+    pgpq = None
 
 from include.etl import ledger
 from include.etl.cleaning import SOURCE_KEY, SOURCE_LINE
@@ -30,6 +38,7 @@ from include.etl.transform import FileResult
 
 LOADED_AT = "loaded_at"
 LOAD_SEQ = "load_seq"
+IS_NEW = "etl_is_new"  # etl_latest only: the table has no row with this key yet
 _COPY_BATCH_ROWS = 256_000
 
 
@@ -182,19 +191,30 @@ def _order(contract: Contract, prefix: str = "") -> sql.Composed:
 
 
 def _pick_latest(cur: Any, contract: Contract, columns: list[str]) -> None:
-    """etl_latest: one row per key from staging, the one with the highest precedence."""
+    """etl_latest: one row per key from staging (the highest precedence), flagged new or not."""
     key = sql.Identifier(contract.key)
     desc = sql.SQL(", ").join(sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(n)) for n in _precedence(contract))
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
-            "SELECT DISTINCT ON ({key}) {cols} FROM etl_stage ORDER BY {key}, {desc}"
-        ).format(key=key, cols=sql.SQL(", ").join(map(sql.Identifier, columns)), desc=desc)
+            "SELECT l.*, t.{key} IS NULL AS {is_new} "
+            "FROM (SELECT DISTINCT ON ({key}) {cols} FROM etl_stage ORDER BY {key}, {desc}) l "
+            "LEFT JOIN {table} t ON t.{key} = l.{key}"
+        ).format(
+            key=key,
+            is_new=sql.Identifier(IS_NEW),
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            desc=desc,
+            table=table_ident(contract.table),
+        )
     )
 
 
 def _remove_vanished(cur: Any, contract: Contract, reprocessed: list[str]) -> dict[str, int]:
-    """Delete rows of reprocessed files that they no longer win with; {source_key: rows removed}."""
+    """Delete rows of reprocessed files that they no longer win with; {source_key: rows removed}.
+
+    A removed row whose key is still in etl_latest (won by another row) becomes new again.
+    """
     if not reprocessed:
         return {}
     cur.execute(
@@ -204,11 +224,18 @@ def _remove_vanished(cur: Any, contract: Contract, reprocessed: list[str]) -> di
                 DELETE FROM {table} t WHERE t.{sk} = ANY(%s) AND NOT EXISTS (
                     SELECT 1 FROM etl_latest l WHERE l.{key} = t.{key} AND l.{sk} = t.{sk}
                 )
-                RETURNING t.{sk}
+                RETURNING t.{key}, t.{sk}
+            ), renewed AS (
+                UPDATE etl_latest l SET {is_new} = true FROM gone g WHERE l.{key} = g.{key}
             )
             SELECT {sk}, count(*) FROM gone GROUP BY 1
             """
-        ).format(table=table_ident(contract.table), sk=sql.Identifier(SOURCE_KEY), key=sql.Identifier(contract.key)),
+        ).format(
+            table=table_ident(contract.table),
+            sk=sql.Identifier(SOURCE_KEY),
+            key=sql.Identifier(contract.key),
+            is_new=sql.Identifier(IS_NEW),
+        ),
         (reprocessed,),
     )
     return dict(cur.fetchall())
@@ -216,53 +243,78 @@ def _remove_vanished(cur: Any, contract: Contract, reprocessed: list[str]) -> di
 
 def _copy_parquet(cur: Any, s3: Any, bucket: str, key: str, columns: list[str]) -> int:
     """Stream one Parquet object into the staging table with COPY; returns its row count."""
-    copy_sql = sql.SQL("COPY etl_stage ({}) FROM STDIN (FORMAT csv)").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
     rows = 0
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         path = os.path.join(tmp, "part.parquet")
         s3.download_file(bucket, key, path)
         parquet = pq.ParquetFile(path)
+        schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
+        encoder = pgpq.ArrowToPostgresBinaryEncoder(schema) if pgpq else None
+        copy_sql = sql.SQL("COPY etl_stage ({}) FROM STDIN (FORMAT {})").format(
+            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("binary" if encoder else "csv")
+        )
         with cur.copy(copy_sql) as copy:
+            if encoder:
+                copy.write(encoder.write_header())
             for batch in parquet.iter_batches(batch_size=_COPY_BATCH_ROWS, columns=columns):
-                buf = io.BytesIO()
-                pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-                copy.write(buf.getbuffer())
+                if encoder:
+                    copy.write(encoder.write_batch(batch))
+                else:
+                    buf = io.BytesIO()
+                    pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+                    copy.write(buf.getbuffer())
                 rows += batch.num_rows
+            if encoder:
+                copy.write(encoder.finish())
     return rows
 
 
 def _merge(cur: Any, contract: Contract, columns: list[str]) -> dict[str, tuple[int, int, int]]:
-    """Upsert etl_latest into the table; returns {source_key: (rows kept, inserted, updated)}."""
-    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest GROUP BY 1").format(sk=sql.Identifier(SOURCE_KEY)))
-    kept = dict(cur.fetchall())
+    """Merge etl_latest into the table; returns {source_key: (rows kept, inserted, updated)}.
+
+    New keys go in with a plain INSERT (no per-row conflict check: the advisory lock keeps
+    other loads out); existing rows are updated only by a row of higher precedence that
+    differs from them, so a rerun that changes nothing writes nothing.
+    """
+    sk, is_new = sql.Identifier(SOURCE_KEY), sql.Identifier(IS_NEW)
+    cur.execute(
+        sql.SQL("SELECT {sk}, count(*), count(*) FILTER (WHERE {is_new}) FROM etl_latest GROUP BY 1").format(
+            sk=sk, is_new=is_new
+        )
+    )
+    counts = {row[0]: row[1:] for row in cur.fetchall()}
+    table, cols = table_ident(contract.table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    loaded_at = sql.Identifier(LOADED_AT)
+    cur.execute(
+        sql.SQL("INSERT INTO {table} ({cols}, {loaded_at}) SELECT {cols}, now() FROM etl_latest WHERE {is_new}").format(
+            table=table, cols=cols, loaded_at=loaded_at, is_new=is_new
+        )
+    )
     non_key = [c for c in columns if c != contract.key]
     cur.execute(
         sql.SQL(
             """
-            WITH merged AS (
-                INSERT INTO {table} AS t ({cols}, {loaded_at})
-                SELECT {cols}, now() FROM etl_latest
-                ON CONFLICT ({key}) DO UPDATE SET {updates}, {loaded_at} = EXCLUDED.{loaded_at}
-                WHERE ({new_order}) >= ({old_order}) AND ({old}) IS DISTINCT FROM ({new})
-                RETURNING t.{sk}, (xmax = 0) AS inserted
+            WITH updated AS (
+                UPDATE {table} AS t SET {updates}, {loaded_at} = now()
+                FROM etl_latest l
+                WHERE NOT l.{is_new} AND t.{key} = l.{key}
+                  AND ({new_order}) >= ({old_order}) AND ({old}) IS DISTINCT FROM ({new})
+                RETURNING t.{sk}
             )
-            SELECT {sk}, count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted)
-            FROM merged GROUP BY 1
+            SELECT {sk}, count(*) FROM updated GROUP BY 1
             """
         ).format(
-            table=table_ident(contract.table),
-            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            loaded_at=sql.Identifier(LOADED_AT),
+            table=table,
+            updates=sql.SQL(", ").join(sql.SQL("{0} = l.{0}").format(sql.Identifier(c)) for c in non_key),
+            loaded_at=loaded_at,
+            is_new=is_new,
             key=sql.Identifier(contract.key),
-            updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in non_key),
-            new_order=_order(contract, "EXCLUDED."),
+            new_order=_order(contract, "l."),
             old_order=_order(contract, "t."),
             old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
-            new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in non_key),
-            sk=sql.Identifier(SOURCE_KEY),
+            new=sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in non_key),
+            sk=sk,
         )
     )
-    changed = {sk: (ins, upd) for sk, ins, upd in cur.fetchall()}
-    return {sk: (n, *changed.get(sk, (0, 0))) for sk, n in kept.items()}
+    updated = dict(cur.fetchall())
+    return {key: (kept, inserted, updated.get(key, 0)) for key, (kept, inserted) in counts.items()}

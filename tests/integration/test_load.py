@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -229,3 +230,31 @@ def test_identifiers_are_quoted_so_odd_names_work(db, s3, contract) -> None:
     rows = db.execute('SELECT order_id FROM "sales data"."""Orders""; drop table x"').fetchall()
     assert rows == [("A",)]
     assert db.execute('SELECT count(*) FROM "etl ledger"."file ledger"').fetchone() == (1,)
+
+
+def test_binary_and_csv_copy_load_identical_values(db, s3, contract, monkeypatch) -> None:
+    """pgpq's binary COPY and the CSV fallback (Linux on ARM) stage the same values."""
+    from include.etl import load
+
+    body = (
+        HEADER
+        + 'A,2026-01-01T10:00:00+05:30,,"Caf\u00e9, ""d\u00e9j\u00e0"" vu",,3,"$1,234.56",North\n'
+        + "B,01/02/2026 23:59:59,c,p,x,1,0.01,south\n"
+        + "C,2026-01-03,c,  spaced   out ,x,+2,99999.99,EAST\n"
+    )
+    a = _put_and_transform(s3, contract, "formats.csv", body)
+    columns = "order_id, order_ts, customer_id, product_name, category, quantity, unit_price, region, order_date"
+    loaded = {}
+    assert load.pgpq is not None or platform.machine() not in ("x86_64", "AMD64")  # pgpq has an x86-64 wheel
+    for encoder in (load.pgpq, None):
+        monkeypatch.setattr(load, "pgpq", encoder)
+        db.execute("DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS etl CASCADE")
+        load_files(db, s3, contract, SETTINGS, [a], "run-1")
+        loaded[encoder] = db.execute(
+            f"SELECT {columns}, total_price, source_key, source_line FROM analytics.orders ORDER BY 1"
+        ).fetchall()
+    binary, text = loaded[next(iter(loaded))], loaded[None]
+    assert binary == text
+    assert [r[0] for r in text] == ["A", "B", "C"]
+    assert text[0][3] == 'Caf\u00e9, "d\u00e9j\u00e0" vu' and text[0][6] == Decimal("1234.56")
+    assert str(text[0][1]) == "2026-01-01 04:30:00+00:00"
