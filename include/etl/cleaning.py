@@ -145,13 +145,19 @@ def whole_file_rejected(batch: RawBatch, header: list[str], reason: str) -> pa.T
 
 
 def _reason(mask: pa.Array | np.ndarray, template: str, values: pa.Array | None = None) -> pa.Array:
-    """A reason string where mask is true, null elsewhere; `{v}` in template is the value."""
+    """A reason string where mask is true, null elsewhere; `{v}` in template is the value.
+
+    The text is built for the masked rows only: most rows of a batch have no reason.
+    """
     mask = pa.array(mask) if isinstance(mask, np.ndarray) else mask.fill_null(False)
     if values is None or "{v}" not in template:
         return pc.if_else(mask, pa.scalar(template), pa.scalar(None, pa.string()))
+    if not pc.any(mask).as_py():
+        return pa.nulls(len(mask), pa.string())
     before, after = template.split("{v}", 1)
-    text = pc.binary_join_element_wise(pa.scalar(before), pc.cast(values, pa.string()), pa.scalar(after), "")
-    return pc.if_else(mask, text, pa.scalar(None, pa.string()))
+    hits = pc.cast(pc.filter(values, mask), pa.string())
+    text = pc.binary_join_element_wise(pa.scalar(before), hits, pa.scalar(after), "")
+    return pc.replace_with_mask(pa.nulls(len(mask), pa.string()), mask, text)
 
 
 def _first_reason(*reasons: pa.Array) -> pa.Array:
@@ -183,19 +189,27 @@ def _clean_column(col: Column, raw: pa.Array, null_values: tuple[str, ...]) -> _
 
 
 def _text(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
-    collapsed = pc.replace_substring_regex(present, r"\s+", " ")
+    collapsed = _collapse_whitespace(present)
     if col.allowed:
         allowed = pa.array(list(col.allowed), pa.string())
         idx = pc.index_in(pc.utf8_lower(collapsed), value_set=pc.utf8_lower(allowed))
         values = pc.take(allowed, idx)
         bad = pc.and_(pc.is_valid(collapsed), pc.is_null(idx))
-        return values, _reason(bad, f"{col.name} {{v}} is not one of {', '.join(col.allowed)}", _quoted(raw))
+        return values, _reason(bad, f"{col.name} '{{v}}' is not one of {', '.join(col.allowed)}", raw)
     if col.canonical:
         canonical = pa.array(list(col.canonical), pa.string())
         idx = pc.index_in(pc.utf8_lower(collapsed), value_set=pc.utf8_lower(canonical))
         values = pc.coalesce(pc.take(canonical, idx), _title(collapsed))
         return values, pa.nulls(len(present), pa.string())
     return collapsed, pa.nulls(len(present), pa.string())
+
+
+def _collapse_whitespace(values: pa.Array) -> pa.Array:
+    """Runs of whitespace to one space; the (costlier) replace runs only on rows that have one."""
+    runs = pc.match_substring_regex(values, r"\s\s|[^\S ]").fill_null(False)
+    if not pc.any(runs).as_py():
+        return values
+    return pc.replace_with_mask(values, runs, pc.replace_substring_regex(pc.filter(values, runs), r"\s+", " "))
 
 
 # utf8_title capitalizes after an apostrophe ("Men'S Wear"); English contractions stay lower case.
@@ -210,15 +224,11 @@ def _title(values: pa.Array) -> pa.Array:
     return titled
 
 
-def _quoted(raw: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(pa.scalar("'"), raw, pa.scalar("'"), "")
-
-
 def _integer(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
     ok = pc.match_substring_regex(present, _INT_RE)
     whole = pc.replace_substring_regex(pc.if_else(ok, present, pa.scalar(None, pa.string())), r"^\+|\.0*$", "")
     numbers = pc.cast(whole, pa.int64())
-    not_int = _reason(pc.invert(ok), f"{col.name} {{v}} is not a whole number", _quoted(raw))
+    not_int = _reason(pc.invert(ok), f"{col.name} '{{v}}' is not a whole number", raw)
     low = (
         _reason(pc.less(numbers, col.min), f"{col.name} {{v}} is below {col.min}", numbers)
         if col.min is not None
@@ -252,12 +262,10 @@ def _decimal(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, p
     )
     text = pc.binary_join_element_wise(sign, whole.fill_null("0"), pa.scalar("."), frac_fixed, "")
     values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.decimal128(col.precision, col.scale))
-    not_number = _reason(pc.invert(ok), f"{col.name} {{v}} is not a number", _quoted(raw))
-    precision = _reason(
-        pc.and_(ok, too_precise), f"{col.name} {{v}} has more than {col.scale} decimal places", _quoted(raw)
-    )
+    not_number = _reason(pc.invert(ok), f"{col.name} '{{v}}' is not a number", raw)
+    precision = _reason(pc.and_(ok, too_precise), f"{col.name} '{{v}}' has more than {col.scale} decimal places", raw)
     big = _reason(
-        pc.and_(ok, too_big), f"{col.name} {{v}} is too large for numeric({col.precision},{col.scale})", _quoted(raw)
+        pc.and_(ok, too_big), f"{col.name} '{{v}}' is too large for numeric({col.precision},{col.scale})", raw
     )
     reasons = [not_number, precision, big]
     if col.min is not None:
@@ -289,11 +297,11 @@ def _timestamp(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array,
         todo &= parsed.isna()
     values = pa.Array.from_pandas(parsed, type=pa.timestamp("us", tz="UTC"))
     unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))
-    reasons = [_reason(unparsed, f"{col.name} {{v}} is not a recognised date/time", _quoted(raw))]
+    reasons = [_reason(unparsed, f"{col.name} '{{v}}' is not a recognised date/time", raw)]
     for bound, op, word in ((col.min, pc.less, "before"), (col.max, pc.greater, "after")):
         if bound is not None:
             limit = pa.scalar(datetime.fromisoformat(str(bound)).replace(tzinfo=UTC), pa.timestamp("us", tz="UTC"))
-            reasons.append(_reason(op(values, limit), f"{col.name} {{v}} is {word} {bound}", _quoted(raw)))
+            reasons.append(_reason(op(values, limit), f"{col.name} '{{v}}' is {word} {bound}", raw))
     reason = _first_reason(*reasons)
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
 

@@ -28,6 +28,9 @@ from include.etl.contract import CsvDialect
 Opener = Callable[[], BinaryIO]
 
 DEFAULT_BATCH_BYTES = 16 << 20
+# pyarrow's streaming reader reads up to 32 blocks ahead of the consumer: small blocks keep
+# that bounded (32 MiB), and _rebatched joins them back into batches of batch_bytes.
+_READ_BLOCK_BYTES = 1 << 20
 _EXACT_BATCH_ROWS = 50_000
 # A file that fails to decode or decompress part way is rejected whole.
 _UNREADABLE = (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error)
@@ -148,7 +151,7 @@ def _batches(
     try:
         if stream.header_lines > 1:
             raise _RestartExactError()  # pyarrow skips the header by physical line or record, not both
-        for batch in _fast_batches(opener, dialect, encoding, stream, batch_bytes):
+        for batch in _rebatched(_fast_batches(opener, dialect, encoding, stream, batch_bytes), batch_bytes):
             emitted += batch.num_rows
             yield batch
         return
@@ -201,7 +204,10 @@ def _fast_batches(
         lambda: pacsv.open_csv(
             opener(),
             read_options=pacsv.ReadOptions(
-                block_size=batch_bytes, skip_rows=1, column_names=names, encoding=_arrow_encoding(encoding)
+                block_size=min(batch_bytes, _READ_BLOCK_BYTES),
+                skip_rows=1,
+                column_names=names,
+                encoding=_arrow_encoding(encoding),
             ),
             parse_options=pacsv.ParseOptions(
                 delimiter=dialect.delimiter,
@@ -238,6 +244,27 @@ def _fast_batches(
             columns = [pc.filter(c, keep) for c in columns]
             starts = starts[~blank]
         yield RawBatch(columns, starts.astype(np.int64))
+
+
+def _rebatched(batches: Iterator[RawBatch], batch_bytes: int) -> Iterator[RawBatch]:
+    """Join consecutive batches until they hold about batch_bytes of text."""
+    pending: list[RawBatch] = []
+    size = 0
+    for batch in batches:
+        pending.append(batch)
+        size += sum(c.nbytes for c in batch.columns)
+        if size >= batch_bytes:
+            yield _concat(pending)
+            pending, size = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[RawBatch]) -> RawBatch:
+    if len(batches) == 1:
+        return batches[0]
+    columns = [pa.concat_arrays([b.columns[i] for b in batches]) for i in range(len(batches[0].columns))]
+    return RawBatch(columns, np.concatenate([b.lines for b in batches]))
 
 
 def _blank_mask(columns: list[pa.Array]) -> np.ndarray | None:

@@ -269,3 +269,11 @@ def test_small_batches_with_late_malformed_row_keep_every_row_once() -> None:
 def test_values_are_not_trimmed_or_nulled_by_the_reader() -> None:
     read = _read(b"a,b,c\n  x  ,NULL,\n")
     assert read.rows == [["  x  ", "NULL", ""]]
+
+
+def test_batches_hold_about_batch_bytes_though_read_in_smaller_blocks() -> None:
+    """pyarrow parses 1 MiB blocks (bounded read-ahead); they are joined back to batch_bytes."""
+    data, expected = _numbered(300_000, 0, 0)
+    read = _read(data, batch_bytes=2 << 20)
+    assert 1 < read.batches <= len(data) // (2 << 20) + 1
+    assert read.lines == expected
