@@ -38,6 +38,8 @@ class PipelineSettings:
     lookback_days: int = 3
     # At most this many mapped transform tasks per run; more files are grouped (max 1024).
     max_mapped_tasks: int = 256
+    # Connections the load COPYs files into staging over, at once.
+    copy_workers: int = 2
     # Server-side encryption of written objects: "" (bucket default), "AES256" or "aws:kms".
     s3_sse: str = ""
     s3_sse_kms_key_id: str = ""
@@ -60,7 +62,7 @@ class PipelineSettings:
                 continue
             if f.name == "alert_emails":
                 values[f.name] = tuple(e.strip() for e in raw.replace(";", ",").split(",") if e.strip())
-            elif f.name in ("batch_bytes", "lookback_days", "max_mapped_tasks"):
+            elif f.name in ("batch_bytes", "lookback_days", "max_mapped_tasks", "copy_workers"):
                 values[f.name] = int(raw)
             else:
                 values[f.name] = raw.strip().strip("/") if f.name.endswith("prefix") else raw.strip()

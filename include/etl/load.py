@@ -1,7 +1,8 @@
 """Load processed Parquet files into the warehouse: one transaction, COPY, then merge.
 
-All files of a run are COPYed into a temporary staging table (binary COPY encoded
-from Arrow by pgpq where it has a wheel, CSV otherwise), deduplicated (latest
+All files of a run are COPYed into an unlogged staging table, several files at once
+over `copy_workers` connections (binary COPY encoded from Arrow by pgpq where it has
+a wheel, CSV otherwise), deduplicated (latest
 `latest_by` wins; ties: later file, later line), merged on the contract's key (new
 keys by a plain INSERT, existing ones by a guarded UPDATE) and recorded in the ledger
 in the same transaction. A failure loads nothing; a retry or
@@ -13,12 +14,16 @@ twice.
 from __future__ import annotations
 
 import io
+import logging
 import os
+import queue
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -36,9 +41,12 @@ from include.etl.contract import Contract
 from include.etl.ledger import LedgerEntry, table_ident
 from include.etl.transform import FileResult
 
+log = logging.getLogger(__name__)
+
 LOADED_AT = "loaded_at"
 LOAD_SEQ = "load_seq"
 IS_NEW = "etl_is_new"  # etl_latest only: the table has no row with this key yet
+_STAGE_PREFIX = "load_stage_"  # + the loading transaction's id, in the ledger's schema
 _COPY_BATCH_ROWS = 256_000
 
 
@@ -107,6 +115,7 @@ def load_files(
     results: Sequence[FileResult],
     run_id: str,
     reprocess: bool = False,
+    connect: Callable[[], Any] | None = None,
 ) -> LoadReport:
     """Merge the processed files of `results` into the table and the ledger, atomically.
 
@@ -115,70 +124,162 @@ def load_files(
     `reprocess`, files already in the ledger are merged again under their original
     load_seq (the table ends as if history had run with the new rules), and rows those
     files no longer produce are removed.
+
+    `connect` opens another connection to the same database: with it, up to
+    `settings.copy_workers` connections COPY files into staging at once.
     """
     report = LoadReport()
-    with conn.transaction(), conn.cursor() as cur:
-        ensure_tables(cur, contract, settings)
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (contract.table,))
-        done = ledger.loaded_versions(cur, settings.ledger_table, [r.source_key for r in results])
-        todo = [r for r in results if reprocess or (r.source_key, r.etag) not in done]
-        report.skipped = sorted(r.source_key for r in results if r not in todo)
-        if not todo:
-            return report
-        run_seq = ledger.next_load_seq(cur, settings.ledger_table)
-        seq_of = {r.source_key: done.get((r.source_key, r.etag), run_seq) for r in todo}
-        loadable = [r for r in todo if r.status == "processed" and r.processed_key]
-
-        columns = [*contract.output_columns, SOURCE_KEY, SOURCE_LINE]
-        _create_staging(cur, contract, columns)
-        for r in loadable:
-            cur.execute(
-                sql.SQL("ALTER TABLE etl_stage ALTER COLUMN load_seq SET DEFAULT {}").format(seq_of[r.source_key])
-            )
-            report.rows_staged += _copy_parquet(cur, s3, settings.processed_bucket, r.processed_key, columns)
-        _pick_latest(cur, contract, [*columns, LOAD_SEQ])
-        removed = _remove_vanished(cur, contract, [r.source_key for r in todo if r.source_key in {k for k, _ in done}])
-        per_file = _merge(cur, contract, [*columns, LOAD_SEQ]) if loadable else {}
-
-        entries = []
-        for r in todo:
-            kept, inserted, updated = per_file.get(r.source_key, (0, 0, 0))
-            entry = LedgerEntry(
-                source_key=r.source_key,
-                etag=r.etag,
-                status="loaded" if r in loadable else "rejected",
-                reason=r.reason,
-                rows_read=r.rows_read,
-                rows_loaded=kept,
-                rows_rejected=r.rows_rejected,
-                rows_duplicate=r.rows_clean - kept,
-                rows_inserted=inserted - removed.get(r.source_key, 0),
-                processed_key=r.processed_key,
-                rejected_key=r.rejected_key,
-                run_id=run_id,
-                load_seq=seq_of[r.source_key],
-            )
-            entries.append(entry)
-            report.files.append({**r.to_dict(), **entry.__dict__})
-            report.rows_inserted += inserted
-            report.rows_updated += updated
-        report.rows_removed = sum(removed.values())
-        ledger.record(cur, settings.ledger_table, entries)
+    shared_stages: list[sql.Composable] = []  # committed by other connections: dropped here on failure
+    if connect is not None:  # they create the staging table in this schema: it must exist for them
+        _autocommit(connect, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(_stage_schema(settings))))
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            _load(cur, s3, contract, settings, results, run_id, reprocess, connect, report, shared_stages)
+    except BaseException:
+        for stage in shared_stages:
+            try:
+                _autocommit(connect, sql.SQL("DROP TABLE IF EXISTS {}").format(stage))  # type: ignore[arg-type]
+            except Exception:  # the next load drops it (see _stage_table)
+                log.warning("could not drop staging table %s", stage, exc_info=True)
+        raise
     return report
 
 
-def _create_staging(cur: Any, contract: Contract, columns: list[str]) -> None:
+def _load(
+    cur: Any,
+    s3: Any,
+    contract: Contract,
+    settings: PipelineSettings,
+    results: Sequence[FileResult],
+    run_id: str,
+    reprocess: bool,
+    connect: Callable[[], Any] | None,
+    report: LoadReport,
+    shared_stages: list[sql.Composable],
+) -> None:
+    """load_files inside its transaction; a staging table other connections create goes in shared_stages."""
+    ensure_tables(cur, contract, settings)
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (contract.table,))
+    done = ledger.loaded_versions(cur, settings.ledger_table, [r.source_key for r in results])
+    todo = [r for r in results if reprocess or (r.source_key, r.etag) not in done]
+    report.skipped = sorted(r.source_key for r in results if r not in todo)
+    if not todo:
+        return
+    run_seq = ledger.next_load_seq(cur, settings.ledger_table)
+    seq_of = {r.source_key: done.get((r.source_key, r.etag), run_seq) for r in todo}
+    loadable = [r for r in todo if r.status == "processed" and r.processed_key]
+
+    columns = [*contract.output_columns, SOURCE_KEY, SOURCE_LINE]
+    stage = _stage_table(cur, contract, settings, columns)
+    jobs = [(r.processed_key, seq_of[r.source_key]) for r in loadable]
+    shared = connect is not None and settings.copy_workers > 1 and len(jobs) > 1
+    if shared:
+        shared_stages.append(stage.name)
+        _autocommit(connect, stage.ddl)
+        report.rows_staged = _copy_parallel(connect, s3, settings, stage.name, columns, jobs)
+    else:
+        cur.execute(stage.ddl)
+        for key, seq in jobs:
+            report.rows_staged += _copy_parquet(cur, s3, settings.processed_bucket, key, seq, stage.name, columns)
+    _pick_latest(cur, contract, stage.name, [*columns, LOAD_SEQ])
+    removed = _remove_vanished(cur, contract, [r.source_key for r in todo if r.source_key in {k for k, _ in done}])
+    per_file = _merge(cur, contract, [*columns, LOAD_SEQ]) if loadable else {}
+
+    entries = []
+    for r in todo:
+        kept, inserted, updated = per_file.get(r.source_key, (0, 0, 0))
+        entry = LedgerEntry(
+            source_key=r.source_key,
+            etag=r.etag,
+            status="loaded" if r in loadable else "rejected",
+            reason=r.reason,
+            rows_read=r.rows_read,
+            rows_loaded=kept,
+            rows_rejected=r.rows_rejected,
+            rows_duplicate=r.rows_clean - kept,
+            rows_inserted=inserted - removed.get(r.source_key, 0),
+            processed_key=r.processed_key,
+            rejected_key=r.rejected_key,
+            run_id=run_id,
+            load_seq=seq_of[r.source_key],
+        )
+        entries.append(entry)
+        report.files.append({**r.to_dict(), **entry.__dict__})
+        report.rows_inserted += inserted
+        report.rows_updated += updated
+    report.rows_removed = sum(removed.values())
+    ledger.record(cur, settings.ledger_table, entries)
+    cur.execute(sql.SQL("DROP TABLE {}").format(stage.name))
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: sql.Composable
+    ddl: sql.Composable
+
+
+def _stage_table(cur: Any, contract: Contract, settings: PipelineSettings, columns: list[str]) -> _Stage:
+    """The staging table of this load (not yet created); drops those that failed loads left.
+
+    Only a load holding the advisory lock creates one, so under the lock any other is a leftover.
+    """
+    schema = _stage_schema(settings)
+    cur.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)", (schema, _STAGE_PREFIX)
+    )
+    for (leftover,) in cur.fetchall():
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, leftover)))
+    # ON COMMIT DROP only fires at the outermost commit; inside a caller's transaction, clean up here.
+    cur.execute("DROP TABLE IF EXISTS pg_temp.etl_latest")
+    cur.execute("SELECT pg_current_xact_id()::text")
+    name = sql.Identifier(schema, _STAGE_PREFIX + cur.fetchone()[0])
     types = {c.name: _pg_type(c) for c in (*contract.columns, *contract.derived)}
     types[SOURCE_KEY], types[SOURCE_LINE], types[LOAD_SEQ] = "text", "bigint", "bigint"
-    # ON COMMIT DROP only fires at the outermost commit; inside a caller's transaction, clean up here.
-    cur.execute("DROP TABLE IF EXISTS pg_temp.etl_stage, pg_temp.etl_latest")
-    cur.execute(
-        sql.SQL("CREATE TEMP TABLE etl_stage ({}) ON COMMIT DROP").format(
-            sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in [*columns, LOAD_SEQ]
-            )
-        )
+    ddl = sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
+        name,
+        sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in [*columns, LOAD_SEQ]),
     )
+    return _Stage(name, ddl)
+
+
+def _stage_schema(settings: PipelineSettings) -> str:
+    """Staging tables live in the ledger's schema."""
+    return settings.ledger_table.split(".", 1)[0] if "." in settings.ledger_table else "public"
+
+
+def _autocommit(connect: Callable[[], Any], statement: sql.Composable) -> None:
+    with connect() as conn:
+        conn.autocommit = True
+        conn.execute(statement)
+
+
+def _copy_parallel(
+    connect: Callable[[], Any],
+    s3: Any,
+    settings: PipelineSettings,
+    stage: sql.Composable,
+    columns: list[str],
+    jobs: list[tuple[str, int]],
+) -> int:
+    """COPY the (processed key, load_seq) jobs into the committed stage over copy_workers connections."""
+    pending: queue.SimpleQueue[tuple[str, int]] = queue.SimpleQueue()
+    for job in jobs:
+        pending.put(job)
+
+    def work() -> int:
+        rows = 0
+        with connect() as conn, conn.cursor() as cur:
+            while True:
+                try:
+                    key, seq = pending.get_nowait()
+                except queue.Empty:
+                    return rows
+                rows += _copy_parquet(cur, s3, settings.processed_bucket, key, seq, stage, columns)
+
+    workers = min(settings.copy_workers, len(jobs))
+    with ThreadPoolExecutor(workers, thread_name_prefix="copy") as pool:
+        futures = [pool.submit(work) for _ in range(workers)]
+        return sum(f.result() for f in futures)
 
 
 def _precedence(contract: Contract) -> tuple[str, ...]:
@@ -190,7 +291,7 @@ def _order(contract: Contract, prefix: str = "") -> sql.Composed:
     return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(n)) for n in _precedence(contract))
 
 
-def _pick_latest(cur: Any, contract: Contract, columns: list[str]) -> None:
+def _pick_latest(cur: Any, contract: Contract, stage: sql.Composable, columns: list[str]) -> None:
     """etl_latest: one row per key from staging (the highest precedence), flagged new or not."""
     key = sql.Identifier(contract.key)
     desc = sql.SQL(", ").join(sql.SQL("{} DESC NULLS LAST").format(sql.Identifier(n)) for n in _precedence(contract))
@@ -198,13 +299,14 @@ def _pick_latest(cur: Any, contract: Contract, columns: list[str]) -> None:
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
             "SELECT l.*, t.{key} IS NULL AS {is_new} "
-            "FROM (SELECT DISTINCT ON ({key}) {cols} FROM etl_stage ORDER BY {key}, {desc}) l "
+            "FROM (SELECT DISTINCT ON ({key}) {cols} FROM {stage} ORDER BY {key}, {desc}) l "
             "LEFT JOIN {table} t ON t.{key} = l.{key}"
         ).format(
             key=key,
             is_new=sql.Identifier(IS_NEW),
             cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
             desc=desc,
+            stage=stage,
             table=table_ident(contract.table),
         )
     )
@@ -241,22 +343,25 @@ def _remove_vanished(cur: Any, contract: Contract, reprocessed: list[str]) -> di
     return dict(cur.fetchall())
 
 
-def _copy_parquet(cur: Any, s3: Any, bucket: str, key: str, columns: list[str]) -> int:
-    """Stream one Parquet object into the staging table with COPY; returns its row count."""
+def _copy_parquet(
+    cur: Any, s3: Any, bucket: str, key: str, load_seq: int, stage: sql.Composable, columns: list[str]
+) -> int:
+    """Stream one Parquet object, plus its load_seq, into the staging table with COPY; returns its rows."""
     rows = 0
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
         path = os.path.join(tmp, "part.parquet")
         s3.download_file(bucket, key, path)
         parquet = pq.ParquetFile(path)
-        schema = pa.schema([parquet.schema_arrow.field(c) for c in columns])
+        schema = pa.schema([parquet.schema_arrow.field(c) for c in columns]).append(pa.field(LOAD_SEQ, pa.int64()))
         encoder = pgpq.ArrowToPostgresBinaryEncoder(schema) if pgpq else None
-        copy_sql = sql.SQL("COPY etl_stage ({}) FROM STDIN (FORMAT {})").format(
-            sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL("binary" if encoder else "csv")
+        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+            stage, sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.SQL("binary" if encoder else "csv")
         )
         with cur.copy(copy_sql) as copy:
             if encoder:
                 copy.write(encoder.write_header())
             for batch in parquet.iter_batches(batch_size=_COPY_BATCH_ROWS, columns=columns):
+                batch = batch.append_column(LOAD_SEQ, pa.array(np.full(batch.num_rows, load_seq, dtype=np.int64)))
                 if encoder:
                     copy.write(encoder.write_batch(batch))
                 else:

@@ -133,6 +133,7 @@ def load(context: Any, validated: dict[str, Any]) -> dict[str, Any]:
             results,
             context["ti"].run_id,
             reprocess=bool(_params(context).get("reprocess")),
+            connect=_pg,
         )
     return {**report.to_dict(), "failed_files": validated["failed_files"], "day": run_day(context)}
 

@@ -20,6 +20,7 @@ DEFAULTS = {
     "ledger_table": "etl.file_ledger",
     "lookback_days": 3,
     "max_mapped_tasks": 256,
+    "copy_workers": 2,
     "s3_sse": "",
     "s3_sse_kms_key_id": "",
 }

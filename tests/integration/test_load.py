@@ -52,6 +52,15 @@ def _put_and_transform(s3: Any, contract: Any, name: str, body: str, day: str = 
     return transform_file(s3, obj, contract, SETTINGS)
 
 
+def _connect(conn: psycopg.Connection) -> Any:
+    """Another connection to the test database (the load's COPY workers)."""
+    return lambda: psycopg.connect(conn.info.dsn)
+
+
+def _staging_tables(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE 'load_stage%'")]
+
+
 def _rows(conn: psycopg.Connection) -> dict[str, tuple[Any, ...]]:
     cur = conn.execute(
         "SELECT order_id, product_name, quantity, unit_price, total_price, source_key FROM analytics.orders"
@@ -140,10 +149,11 @@ def test_failure_mid_load_loads_nothing(db, s3, contract) -> None:
         }
     )
     with pytest.raises(ClientError, match=r"404|Not Found|NoSuchKey"):
-        load_files(db, s3, contract, SETTINGS, [good, missing], "run-1")
+        load_files(db, s3, contract, SETTINGS, [good, missing], "run-1", connect=_connect(db))
     db.rollback()
     assert db.execute("SELECT order_id FROM analytics.orders").fetchall() == [("Z",)]
     assert db.execute("SELECT source_key FROM etl.file_ledger").fetchall() == [(base.source_key,)]
+    assert _staging_tables(db) == []  # committed by the COPY connections, dropped after the failure
 
 
 def test_whole_file_rejection_is_recorded_in_ledger(db, s3, contract) -> None:
@@ -210,7 +220,7 @@ def test_concurrent_loads_of_the_same_files_load_each_once(db, s3, contract, sta
 
     def run(name: str) -> Any:
         with psycopg.connect(dsn) as conn:
-            return load_files(conn, stack.s3(), contract, SETTINGS, files, name)
+            return load_files(conn, stack.s3(), contract, SETTINGS, files, name, connect=lambda: psycopg.connect(dsn))
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         reports = list(pool.map(run, ["event-run", "scheduled-run"]))
@@ -258,3 +268,39 @@ def test_binary_and_csv_copy_load_identical_values(db, s3, contract, monkeypatch
     assert [r[0] for r in text] == ["A", "B", "C"]
     assert text[0][3] == 'Caf\u00e9, "d\u00e9j\u00e0" vu' and text[0][6] == Decimal("1234.56")
     assert str(text[0][1]) == "2026-01-01 04:30:00+00:00"
+
+
+def test_parallel_staging_loads_what_one_connection_loads(db, s3, contract) -> None:
+    """Files COPYed over several connections give the same table, ledger and counts as over one."""
+    files = [
+        _put_and_transform(
+            s3,
+            contract,
+            f"p{i}.csv",
+            HEADER + "".join(f"K{(i * 7 + j) % 20},2026-01-01 1{j % 10}:00,c,p{i},x,1,1.00,North\n" for j in range(15)),
+        )
+        for i in range(5)
+    ]
+    outcomes = []
+    for connect in (None, _connect(db)):
+        db.execute("DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS etl CASCADE")
+        db.commit()  # the COPY connections must not wait on this one
+        report = load_files(db, s3, contract, SETTINGS, files, "run-1", connect=connect)
+        ledger = db.execute(
+            "SELECT source_key, rows_loaded, rows_duplicate, rows_inserted FROM etl.file_ledger ORDER BY 1"
+        )
+        outcomes.append((_content(db), ledger.fetchall(), report.rows_staged, report.rows_inserted))
+        assert _staging_tables(db) == []
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2] == 75 and outcomes[0][3] == 20
+
+
+def test_a_staging_table_left_by_a_killed_load_is_dropped_by_the_next(db, s3, contract) -> None:
+    a = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [a], "run-1")
+    db.execute("CREATE UNLOGGED TABLE etl.load_stage_12345 (x int)")  # as a SIGKILLed load leaves it
+    db.commit()
+    b = _put_and_transform(s3, contract, "b.csv", HEADER + "B,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [b], "run-2", connect=_connect(db))
+    assert _staging_tables(db) == []
+    assert sorted(_rows(db)) == ["A", "B"]
