@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+DLT_VENV := .venv-dlt
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help venv lock demo up down status psql test bench lint format clean
@@ -13,7 +14,7 @@ help:
 	@echo "make test   - run the tests (starts its own servers)"
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
-	@echo "make bench  - the pipeline against bare COPY, to_sql and insert_rows (ROWS=2000000)"
+	@echo "make bench  - the pipeline against bare COPY, to_sql, insert_rows and dlt (ROWS=2000000)"
 
 # requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
 # requirements-dev.lock is every transitive version, resolved for all platforms by `make lock`.
@@ -25,9 +26,17 @@ $(VENV)/.installed: requirements-dev.lock
 
 venv: $(VENV)/.installed
 
+# dlt (benchmarked against the pipeline) pins versions Airflow conflicts with: its own venv.
+$(DLT_VENV)/.installed: benchmarks/requirements-dlt.txt | $(VENV)/.installed
+	$(PYTHON) -m venv $(DLT_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(DLT_VENV)/bin/python -r benchmarks/requirements-dlt.txt
+	touch $@
+
 lock: venv
 	$(VENV)/bin/uv pip compile requirements-dev.txt --universal --python-version 3.11 --no-header \
 		-o requirements-dev.lock
+	$(VENV)/bin/uv pip compile benchmarks/requirements-dlt.in --universal --python-version 3.11 --no-header \
+		-o benchmarks/requirements-dlt.txt
 
 demo: venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)")
@@ -49,7 +58,7 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).
-bench: venv
+bench: venv $(DLT_VENV)/.installed
 	$(PY) -m benchmarks.bench $(if $(ROWS),--rows $(ROWS)) $(if $(FILES),--files $(FILES)) \
 		$(if $(REPEATS),--repeats $(REPEATS)) $(BENCH_ARGS)
 

@@ -31,7 +31,10 @@ from local_stack.stack import LocalStack
 
 DAY = date(2026, 1, 15)
 PREFIX = "bench"
-DEFAULT_METHODS = ("ours", "dag", "copy_limit", "to_sql", "insert_rows")
+DEFAULT_METHODS = ("ours", "dag", "copy_limit", "to_sql", "insert_rows", "dlt_arrow", "dlt_csv")
+# dlt's pins conflict with Airflow's: these run in dlt's own venv (make .venv-dlt/.installed).
+DLT_METHODS = {"dlt_arrow", "dlt_csv"}
+DLT_PYTHON = PROJECT_ROOT / ".venv-dlt" / "bin" / "python"
 CLEAN_COLUMNS = (
     "order_id",
     "order_ts",
@@ -101,8 +104,11 @@ def _run(method: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) 
             }
         ),
     }
+    python, module = (
+        (str(DLT_PYTHON), "benchmarks.dlt_methods") if method in DLT_METHODS else (sys.executable, "benchmarks.methods")
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.methods", method, json.dumps({**cfg, **(extra or {})})],
+        [python, "-m", module, method, json.dumps({**cfg, **(extra or {})})],
         env=env,
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
@@ -253,6 +259,7 @@ def main() -> int:
                 )
         memory = _memory(stack, cfg, args)
         table = _table(results, methods)
+        orchestration = _orchestration(results)
         report = {
             "machine": machine,
             "rows": args.rows,
@@ -262,9 +269,15 @@ def main() -> int:
             "table": table,
             "runs": results,
             "transform_memory": memory,
+            "orchestration": orchestration,
         }
         (args.out / "bench.json").write_text(json.dumps(report, indent=2))
-        md = _markdown(table, machine) + _memory_markdown(memory)
+        md = (
+            _markdown(table, machine)
+            + _checksum_markdown(results)
+            + _memory_markdown(memory)
+            + _orchestration_markdown(orchestration)
+        )
         (args.out / "bench.md").write_text(md)
         _chart(table, args.out / "bench.png")
         print("\n" + md)
@@ -299,6 +312,60 @@ def _memory(stack: LocalStack, cfg: dict[str, Any], args: argparse.Namespace) ->
         )
         stack.s3().delete_object(Bucket="raw", Key=f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}")
     return out
+
+
+def _checksum_markdown(results: list[dict[str, Any]]) -> str:
+    """The loaded table's checksum: any change to the pipeline's code must keep it."""
+    sums = sorted({r["table_checksum"] for r in results if r.get("table_checksum")})
+    if not sums:
+        return ""
+    runs = sum(1 for r in results if r.get("table_checksum"))
+    return f"\n`ours` table checksum (md5 of the rows in key order): {', '.join(sums)} ({runs} runs)\n"
+
+
+def _orchestration(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """What Airflow adds: the DAG against `ours` per file, the no-op run, and each task's times."""
+    dag = [r for r in results if r["method"] == "dag"]
+    ours = [r for r in results if r["method"] == "ours"]
+    if not dag:
+        return {}
+    median_run = sorted(dag, key=lambda r: r["seconds"])[len(dag) // 2]
+    out: dict[str, Any] = {
+        "files": median_run["files"],
+        "dag_seconds": round(statistics.median(r["seconds"] for r in dag), 2),
+        "noop_seconds": round(statistics.median(r["noop_seconds"] for r in dag), 2),
+        "tasks": median_run["tasks"],
+        "noop_tasks": median_run["noop_tasks"],
+    }
+    if ours:
+        extra = out["dag_seconds"] - statistics.median(r["seconds"] for r in ours)
+        out["overhead_per_file_seconds"] = round(extra / max(out["files"], 1), 2)
+    return out
+
+
+def _orchestration_markdown(o: dict[str, Any]) -> str:
+    if not o:
+        return ""
+    lines = [
+        "",
+        f"Through the DAG: {o['dag_seconds']} s for {o['files']} files"
+        + (
+            f", {o['overhead_per_file_seconds']} s per file more than `ours` (same code without Airflow)"
+            if "overhead_per_file_seconds" in o
+            else ""
+        )
+        + f"; a no-op run (no new file) takes {o['noop_seconds']} s.",
+        "",
+        "| task | instances (full run) | median s (full run) | instances (no-op run) | median s (no-op run) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for t in sorted({*o["tasks"], *o["noop_tasks"]}):
+        full, noop = o["tasks"].get(t, {}), o["noop_tasks"].get(t, {})
+        lines.append(
+            f"| {t} | {full.get('instances', 0)} | {full.get('median_s', '-')} | "
+            f"{noop.get('instances', 0)} | {noop.get('median_s', '-')} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _memory_markdown(memory: list[dict[str, Any]]) -> str:
