@@ -147,7 +147,9 @@ def to_sql(cfg: dict[str, Any]) -> dict[str, Any]:
         )
         rows += len(df)
         header = list(df.columns)
-        batch = RawBatch([pa.array(df[c], pa.string()) for c in header], pa.array(range(2, len(df) + 2)).to_numpy())
+        arrays = [pa.array(df[c], pa.string()) for c in header]  # Arrow-backed pandas strings come chunked
+        columns = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays]
+        batch = RawBatch(columns, pa.array(range(2, len(df) + 2)).to_numpy())
         cleaned = clean_batch(batch, header, CONTRACT.map_headers(header), CONTRACT, o.key)
         frames.append(cleaned.clean.to_pandas())
     frame = pd.concat(frames).drop_duplicates(subset=["order_id"], keep="last")

@@ -2,13 +2,12 @@
 
 All files of a run are COPYed into an unlogged staging table, several files at once
 over `copy_workers` connections (binary COPY encoded from Arrow by pgpq where it has
-a wheel, CSV otherwise), deduplicated (latest
-`latest_by` wins; ties: later file, later line), merged on the contract's key (new
-keys by a plain INSERT, existing ones by a guarded UPDATE) and recorded in the ledger
-in the same transaction. A failure loads nothing; a retry or
-rerun skips file versions the ledger already holds. A transaction-scoped advisory
-lock serializes concurrent loads of the same table, so two runs never load one file
-twice.
+a wheel, CSV otherwise), deduplicated (latest `latest_by` wins; ties: later file,
+later line), merged on the contract's key (new keys by a plain INSERT, existing ones
+by a guarded UPDATE) and recorded in the ledger in the same transaction. A failure
+loads nothing; a retry or rerun skips file versions the ledger already holds. A
+transaction-scoped advisory lock serializes concurrent loads of the same table, so
+two runs never load one file twice.
 """
 
 from __future__ import annotations
