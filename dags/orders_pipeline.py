@@ -13,7 +13,9 @@ Each run owns one date partition (`raw/orders/dt=YYYY-MM-DD/`):
    on each processed file, stores the report beside it and quarantines a file that fails.
 4. **load** COPYs every processed file into staging and merges it into
    `analytics.orders` with the ledger, in one transaction.
-5. **check_columns** / **check_table** run data-quality checks on the table.
+5. **check_columns** / **check_table** run data-quality checks on the table, when
+   **table_changed** says the load inserted, updated or removed rows (a run without new
+   files leaves the table as the last checked run did).
 6. **notify** emails the per-file reconciliation (read = loaded + rejected + duplicates).
 
 Runs: daily (each run owns one day), when files land (S3 → SQS → asset event, if
@@ -91,7 +93,11 @@ def orders_pipeline() -> None:
     def load(validated: dict[str, Any]) -> dict[str, Any]:
         return pipeline.load(get_current_context(), validated)
 
-    @task
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def table_changed(report: dict[str, Any]) -> bool:
+        return pipeline.table_changed(report)
+
+    @task(trigger_rule="none_failed")
     def notify(report: dict[str, Any]) -> None:
         pipeline.notify(get_current_context(), report)
 
@@ -114,7 +120,7 @@ def orders_pipeline() -> None:
             checks=table_checks(CONTRACT, DEFAULTS.ledger_table),
         ),
     ]
-    report >> checks >> notify(report)
+    table_changed(report) >> checks >> notify(report)
 
 
 orders_pipeline()

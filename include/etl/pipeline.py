@@ -138,6 +138,11 @@ def load(context: Any, validated: dict[str, Any]) -> dict[str, Any]:
     return {**report.to_dict(), "failed_files": validated["failed_files"], "day": run_day(context)}
 
 
+def table_changed(report: dict[str, Any]) -> bool:
+    """Whether the load inserted, updated or removed rows (else the table checks are skipped)."""
+    return bool(report.get("rows_inserted") or report.get("rows_updated") or report.get("rows_removed"))
+
+
 def notify(context: Any, report: dict[str, Any]) -> None:
     """Email the run summary; fail the run afterwards if any file failed."""
     from airflow.sdk.exceptions import AirflowFailException

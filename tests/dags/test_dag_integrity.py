@@ -32,6 +32,7 @@ def test_orders_pipeline_shape(dagbag: DagBag) -> None:
         "transform",
         "validate",
         "load",
+        "table_changed",
         "check_columns",
         "check_table",
         "notify",
@@ -39,4 +40,6 @@ def test_orders_pipeline_shape(dagbag: DagBag) -> None:
     assert dag.task_dict["transform"].downstream_task_ids == {"validate"}
     assert dag.task_dict["validate"].trigger_rule == "all_done"
     assert dag.task_dict["validate"].downstream_task_ids == {"load"}
+    assert dag.task_dict["table_changed"].downstream_task_ids == {"check_columns", "check_table"}
     assert dag.task_dict["notify"].upstream_task_ids == {"check_columns", "check_table", "load"}
+    assert dag.task_dict["notify"].trigger_rule == "none_failed"  # runs when the checks are skipped

@@ -66,12 +66,15 @@ def two_days(stack: LocalStack, dag: Any) -> dict[str, Any]:
         + "HW-3,garbage,C9,Mug,,2,0.10,WEST\n"
     ).encode()
     stack.seed(files)
-    states = {day: run(dag, day) for day in files}
-    return {"files": files, "states": states}
+    runs = {day: run_dag(dag, day) for day in files}
+    tasks = {day: {ti.task_id: str(ti.state) for ti in r.get_task_instances()} for day, r in runs.items()}
+    return {"files": files, "states": {day: str(r.state) for day, r in runs.items()}, "tasks": tasks}
 
 
 def test_both_runs_succeed_and_every_file_is_reconciled(two_days, warehouse) -> None:
     assert set(two_days["states"].values()) == {"success"}
+    for tasks in two_days["tasks"].values():  # rows were loaded: the table checks ran and passed
+        assert tasks["check_columns"] == tasks["check_table"] == "success"
     for day, named in two_days["files"].items():
         ledger = _ledger(warehouse, day)
         assert set(ledger) == set(named)
@@ -146,13 +149,21 @@ def test_success_email_has_the_per_file_summary(two_days, stack) -> None:
     assert summaries[0]["to"] == "data-team@example.com"
 
 
-def test_rerun_changes_nothing(two_days, dag, warehouse) -> None:
+def test_rerun_changes_nothing(two_days, dag, warehouse, stack) -> None:
     before = table_checksum(warehouse)
     ledger_before = warehouse.execute("SELECT count(*) FROM etl.file_ledger").fetchone()
+    mails_before = len(mails(stack.paths.mailbox))
     for day in two_days["files"]:
-        assert run(dag, day) == "success"
+        dag_run = run_dag(dag, day)
+        assert str(dag_run.state) == "success"
+        states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+        # nothing changed: the table checks are skipped, the summary still goes out
+        assert states["table_changed"] == "success"
+        assert states["check_columns"] == states["check_table"] == "skipped"
+        assert states["notify"] == "success"
     assert table_checksum(warehouse) == before
     assert warehouse.execute("SELECT count(*) FROM etl.file_ledger").fetchone() == ledger_before
+    assert len(mails(stack.paths.mailbox)) == mails_before + len(two_days["files"])
 
 
 def test_failed_file_is_loaded_by_the_next_run(stack, dag, warehouse, monkeypatch) -> None:
