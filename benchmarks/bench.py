@@ -89,6 +89,18 @@ def _reset(dsn: str) -> None:
         conn.execute("DROP SCHEMA IF EXISTS etl CASCADE")
 
 
+def _quiesce(dsn: str, timeout: float = 120) -> None:
+    """Start each method on a quiet server: the previous one's autovacuum done, then a checkpoint."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+            if conn.execute(busy).fetchone()[0] == 0:
+                break
+            time.sleep(0.5)
+        conn.execute("CHECKPOINT")
+
+
 def _run(method: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     env = {
         **os.environ,
@@ -250,6 +262,7 @@ def main() -> int:
             for method in order:
                 if method in ("ours", "dag"):
                     _reset(cfg["dsn"])
+                _quiesce(cfg["dsn"])
                 result = _run(method, cfg)
                 results.append(result)
                 print(
@@ -359,11 +372,16 @@ def _orchestration_markdown(o: dict[str, Any]) -> str:
         "| task | instances (full run) | median s (full run) | instances (no-op run) | median s (no-op run) |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
+
+    def seconds(task: dict[str, Any]) -> str:
+        if not task:
+            return "-"
+        return "skipped" if task.get("skipped") == task["instances"] else str(task["median_s"])
+
     for t in sorted({*o["tasks"], *o["noop_tasks"]}):
         full, noop = o["tasks"].get(t, {}), o["noop_tasks"].get(t, {})
         lines.append(
-            f"| {t} | {full.get('instances', 0)} | {full.get('median_s', '-')} | "
-            f"{noop.get('instances', 0)} | {noop.get('median_s', '-')} |"
+            f"| {t} | {full.get('instances', 0)} | {seconds(full)} | {noop.get('instances', 0)} | {seconds(noop)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -197,12 +197,12 @@ def _dags_test(cfg: dict[str, Any]) -> float:
 
 
 def _task_stats(cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per task of the latest run: instances and median seconds running."""
+    """Per task of the latest run: instances, how many were skipped, median seconds running."""
     dsn = cfg["airflow_env"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             """
-            SELECT task_id, count(*),
+            SELECT task_id, count(*), count(*) FILTER (WHERE state = 'skipped'),
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM end_date - start_date))
             FROM task_instance
             WHERE run_id = (SELECT run_id FROM dag_run WHERE dag_id = 'orders_pipeline' ORDER BY id DESC LIMIT 1)
@@ -210,7 +210,7 @@ def _task_stats(cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
             GROUP BY task_id
             """
         ).fetchall()
-    return {t: {"instances": n, "median_s": round(run or 0, 2)} for t, n, run in rows}
+    return {t: {"instances": n, "skipped": skipped, "median_s": round(run or 0, 2)} for t, n, skipped, run in rows}
 
 
 def dag(cfg: dict[str, Any]) -> dict[str, Any]:
