@@ -287,6 +287,7 @@ def main() -> int:
         (args.out / "bench.json").write_text(json.dumps(report, indent=2))
         md = (
             _markdown(table, machine)
+            + _profile_markdown(results)
             + _checksum_markdown(results)
             + _memory_markdown(memory)
             + _orchestration_markdown(orchestration)
@@ -325,6 +326,24 @@ def _memory(stack: LocalStack, cfg: dict[str, Any], args: argparse.Namespace) ->
         )
         stack.s3().delete_object(Bucket="raw", Key=f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}")
     return out
+
+
+def _profile_markdown(results: list[dict[str, Any]]) -> str:
+    """Where `ours` spends its time (medians over its runs)."""
+    ours = [r for r in results if r["method"] == "ours"]
+    if not ours:
+        return ""
+
+    def median(get: Any) -> float:
+        return round(statistics.median(get(r) for r in ours), 2)
+
+    phases = {p: median(lambda r, p=p: r["load_phase_seconds"].get(p, 0)) for p in ("stage", "dedup", "merge")}
+    load = median(lambda r: r["load_seconds"])
+    return (
+        f"\n`ours` (medians): transform {median(lambda r: r['transform_seconds'])} s in {os.cpu_count()} processes; "
+        f"load {load} s = COPY into staging {phases['stage']} s + dedup {phases['dedup']} s + "
+        f"merge {phases['merge']} s + the rest (ledger, lock, commit) {round(load - sum(phases.values()), 2)} s\n"
+    )
 
 
 def _checksum_markdown(results: list[dict[str, Any]]) -> str:

@@ -80,6 +80,7 @@ def ours(cfg: dict[str, Any]) -> dict[str, Any]:
         "transform_seconds": transformed - started,
         "load_seconds": seconds - (transformed - started),
         "rows_loaded": sum(f["rows_loaded"] for f in report.files),
+        "load_phase_seconds": report.seconds,
         "table_checksum": checksum,
     }
 

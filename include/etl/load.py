@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class LoadReport:
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_removed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase: stage, dedup, merge
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class LoadReport:
             "rows_inserted": self.rows_inserted,
             "rows_updated": self.rows_updated,
             "rows_removed": self.rows_removed,
+            "seconds": self.seconds,
         }
 
 
@@ -169,6 +172,7 @@ def _load(
     loadable = [r for r in todo if r.status == "processed" and r.processed_key]
 
     columns = [*contract.output_columns, SOURCE_KEY, SOURCE_LINE]
+    clock = time.perf_counter()
     stage = _stage_table(cur, contract, settings, columns)
     jobs = [(r.processed_key, seq_of[r.source_key]) for r in loadable]
     shared = connect is not None and settings.copy_workers > 1 and len(jobs) > 1
@@ -180,9 +184,14 @@ def _load(
         cur.execute(stage.ddl)
         for key, seq in jobs:
             report.rows_staged += _copy_parquet(cur, s3, settings.processed_bucket, key, seq, stage.name, columns)
+    report.seconds["stage"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     _pick_latest(cur, contract, stage.name, [*columns, LOAD_SEQ])
+    report.seconds["dedup"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     removed = _remove_vanished(cur, contract, [r.source_key for r in todo if r.source_key in {k for k, _ in done}])
     per_file = _merge(cur, contract, [*columns, LOAD_SEQ]) if loadable else {}
+    report.seconds["merge"] = round(time.perf_counter() - clock, 3)
 
     entries = []
     for r in todo:

@@ -135,6 +135,13 @@ def load(context: Any, validated: dict[str, Any]) -> dict[str, Any]:
             reprocess=bool(_params(context).get("reprocess")),
             connect=_pg,
         )
+    log.info(
+        "load: %s rows staged, %s inserted, %s updated; seconds %s",
+        report.rows_staged,
+        report.rows_inserted,
+        report.rows_updated,
+        report.seconds,
+    )
     return {**report.to_dict(), "failed_files": validated["failed_files"], "day": run_day(context)}
 
 
