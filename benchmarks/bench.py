@@ -337,12 +337,13 @@ def _profile_markdown(results: list[dict[str, Any]]) -> str:
     def median(get: Any) -> float:
         return round(statistics.median(get(r) for r in ours), 2)
 
-    phases = {p: median(lambda r, p=p: r["load_phase_seconds"].get(p, 0)) for p in ("stage", "dedup", "merge")}
-    load = median(lambda r: r["load_seconds"])
+    names = ("stage", "dedup", "merge")
+    phases = {p: median(lambda r, p=p: r["load_phase_seconds"].get(p, 0)) for p in names}
+    rest = median(lambda r: r["load_seconds"] - sum(r["load_phase_seconds"].get(p, 0) for p in names))
     return (
         f"\n`ours` (medians): transform {median(lambda r: r['transform_seconds'])} s in {os.cpu_count()} processes; "
-        f"load {load} s = COPY into staging {phases['stage']} s + dedup {phases['dedup']} s + "
-        f"merge {phases['merge']} s + the rest (ledger, lock, commit) {round(load - sum(phases.values()), 2)} s\n"
+        f"load {median(lambda r: r['load_seconds'])} s: COPY into staging {phases['stage']} s, "
+        f"dedup {phases['dedup']} s, merge {phases['merge']} s, the rest (tables, lock, ledger, commit) {rest} s\n"
     )
 
 
