@@ -26,6 +26,7 @@ from include.etl.cleaning import SOURCE_KEY, SOURCE_LINE, clean_batch
 from include.etl.config import PipelineSettings
 from include.etl.contract import load_contract
 from include.etl.csv_reader import RawBatch
+from include.etl.ledger import table_ident
 from include.etl.load import ensure_tables, load_files
 from include.etl.transform import transform_file
 from local_stack.s3 import client
@@ -89,7 +90,7 @@ def table_checksum(conn: psycopg.Connection) -> str:
     """md5 of the loaded rows in key order (every column but load_seq and loaded_at)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     query = sql.SQL("SELECT md5(string_agg(md5(row({})::text), '' ORDER BY {})) FROM {}").format(
-        cols, sql.Identifier(CONTRACT.key), sql.Identifier(*CONTRACT.table.split("."))
+        cols, sql.Identifier(CONTRACT.key), table_ident(CONTRACT.table)
     )
     return conn.execute(query).fetchone()[0]
 
@@ -109,7 +110,7 @@ def copy_limit(cfg: dict[str, Any]) -> dict[str, Any]:
         table = _empty_table(conn, "bench_copy")
         cols = [*COLUMNS, "load_seq"]
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-            sql.Identifier(*table.split(".")), sql.SQL(", ").join(map(sql.Identifier, cols))
+            table_ident(table), sql.SQL(", ").join(map(sql.Identifier, cols))
         )
         started = time.perf_counter()
         with conn.cursor() as cur, cur.copy(copy_sql) as copy, open(cfg["clean_csv"], "rb") as fh:
@@ -117,7 +118,7 @@ def copy_limit(cfg: dict[str, Any]) -> dict[str, Any]:
                 copy.write(chunk)
         conn.commit()
         seconds = time.perf_counter() - started
-        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*table.split(".")))).fetchone()[0]
+        rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(table))).fetchone()[0]
     return {"rows": rows, "unit": "clean rows", "seconds": seconds}
 
 

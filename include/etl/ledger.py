@@ -38,9 +38,13 @@ def table_ident(qualified: str) -> sql.Identifier:
     return sql.Identifier(*qualified.split(".", 1))
 
 
+def schema_of(qualified: str) -> str:
+    """The schema of `schema.table` (`public` when unqualified)."""
+    return qualified.split(".", 1)[0] if "." in qualified else "public"
+
+
 def _sequence(ledger_table: str) -> sql.Identifier:
-    schema = ledger_table.split(".", 1)[0] if "." in ledger_table else "public"
-    return sql.Identifier(schema, "load_seq")
+    return sql.Identifier(schema_of(ledger_table), "load_seq")
 
 
 def ensure_ledger(cur: Any, ledger_table: str) -> None:

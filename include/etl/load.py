@@ -38,7 +38,7 @@ from include.etl import ledger
 from include.etl.cleaning import SOURCE_KEY, SOURCE_LINE
 from include.etl.config import PipelineSettings
 from include.etl.contract import Contract
-from include.etl.ledger import LedgerEntry, table_ident
+from include.etl.ledger import LedgerEntry, schema_of, table_ident
 from include.etl.transform import FileResult
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,9 @@ def load_files(
     report = LoadReport()
     shared_stages: list[sql.Composable] = []  # committed by other connections: dropped here on failure
     if connect is not None:  # they create the staging table in this schema: it must exist for them
-        _autocommit(connect, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(_stage_schema(settings))))
+        _autocommit(
+            connect, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema_of(settings.ledger_table)))
+        )
     try:
         with conn.transaction(), conn.cursor() as cur:
             _load(cur, s3, contract, settings, results, run_id, reprocess, connect, report, shared_stages)
@@ -189,7 +191,8 @@ def _load(
     _pick_latest(cur, contract, stage.name, [*columns, LOAD_SEQ])
     report.seconds["dedup"] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
-    removed = _remove_vanished(cur, contract, [r.source_key for r in todo if r.source_key in {k for k, _ in done}])
+    loaded_before = {k for k, _ in done}
+    removed = _remove_vanished(cur, contract, [r.source_key for r in todo if r.source_key in loaded_before])
     per_file = _merge(cur, contract, [*columns, LOAD_SEQ]) if loadable else {}
     report.seconds["merge"] = round(time.perf_counter() - clock, 3)
 
@@ -231,7 +234,7 @@ def _stage_table(cur: Any, contract: Contract, settings: PipelineSettings, colum
 
     Only a load holding the advisory lock creates one, so under the lock any other is a leftover.
     """
-    schema = _stage_schema(settings)
+    schema = schema_of(settings.ledger_table)
     cur.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s AND starts_with(tablename, %s)", (schema, _STAGE_PREFIX)
     )
@@ -248,11 +251,6 @@ def _stage_table(cur: Any, contract: Contract, settings: PipelineSettings, colum
         sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in [*columns, LOAD_SEQ]),
     )
     return _Stage(name, ddl)
-
-
-def _stage_schema(settings: PipelineSettings) -> str:
-    """Staging tables live in the ledger's schema."""
-    return settings.ledger_table.split(".", 1)[0] if "." in settings.ledger_table else "public"
 
 
 def _autocommit(connect: Callable[[], Any], statement: sql.Composable) -> None:
@@ -351,6 +349,28 @@ def _remove_vanished(cur: Any, contract: Contract, reprocessed: list[str]) -> di
     return dict(cur.fetchall())
 
 
+class _CsvEncoder:
+    """CSV COPY data, with pgpq's encoder interface: the fallback where pgpq has no wheel."""
+
+    def write_header(self) -> bytes:
+        return b""
+
+    def write_batch(self, batch: pa.RecordBatch) -> bytes:
+        buf = io.BytesIO()
+        pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
+        return buf.getvalue()
+
+    def finish(self) -> bytes:
+        return b""
+
+
+def _encoder(schema: pa.Schema) -> tuple[str, Any]:
+    """The COPY format and an encoder of Arrow batches into it: binary (pgpq), else CSV."""
+    if pgpq is None:
+        return "csv", _CsvEncoder()
+    return "binary", pgpq.ArrowToPostgresBinaryEncoder(schema)
+
+
 def _copy_parquet(
     cur: Any, s3: Any, bucket: str, key: str, load_seq: int, stage: sql.Composable, columns: list[str]
 ) -> int:
@@ -361,24 +381,17 @@ def _copy_parquet(
         s3.download_file(bucket, key, path)
         parquet = pq.ParquetFile(path)
         schema = pa.schema([parquet.schema_arrow.field(c) for c in columns]).append(pa.field(LOAD_SEQ, pa.int64()))
-        encoder = pgpq.ArrowToPostgresBinaryEncoder(schema) if pgpq else None
+        copy_format, encoder = _encoder(schema)
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
-            stage, sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.SQL("binary" if encoder else "csv")
+            stage, sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.SQL(copy_format)
         )
         with cur.copy(copy_sql) as copy:
-            if encoder:
-                copy.write(encoder.write_header())
+            copy.write(encoder.write_header())
             for batch in parquet.iter_batches(batch_size=_COPY_BATCH_ROWS, columns=columns):
                 batch = batch.append_column(LOAD_SEQ, pa.array(np.full(batch.num_rows, load_seq, dtype=np.int64)))
-                if encoder:
-                    copy.write(encoder.write_batch(batch))
-                else:
-                    buf = io.BytesIO()
-                    pacsv.write_csv(batch, buf, pacsv.WriteOptions(include_header=False))
-                    copy.write(buf.getbuffer())
+                copy.write(encoder.write_batch(batch))
                 rows += batch.num_rows
-            if encoder:
-                copy.write(encoder.finish())
+            copy.write(encoder.finish())
     return rows
 
 
