@@ -208,19 +208,18 @@ def _dlt_csv(cfg: dict[str, Any]) -> dict[str, Any]:
                 lambda item=item: item.open(mode="rb", compression="disable"), key.lower().endswith(".gz")
             )
             try:
-                stream = read_csv(opener, CONTRACT.csv)
+                stream = read_csv(opener, CONTRACT.csv, 16 << 20)
             except CsvFormatError:
                 continue  # the pipeline rejects an unreadable file whole
             stats["files"] += 1
             mapping = CONTRACT.map_headers(stream.header)
             for batch in stream.batches:
-                stats["raw_rows"] += batch.num_rows
+                stats["raw_rows"] += batch.num_rows + len(batch.malformed)
                 if mapping.missing:
                     continue  # a file without a required column is rejected whole
                 clean = clean_batch(batch, stream.header, mapping, CONTRACT, key).clean
                 keys.append(clean.column(CONTRACT.key))
                 yield clean
-            stats["raw_rows"] += len(stream.malformed)
 
     pipeline = _pipeline(cfg, "bench_dlt_csv")
     files = filesystem(bucket_url=bucket_url, credentials=credentials, file_glob="*")

@@ -7,6 +7,7 @@ in a temporary folder, and stopped by PID at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -34,6 +35,8 @@ os.environ.update(_STACK.env)
 # Retry quickly in tests (the DAG keeps its retries; only the wait shrinks).
 os.environ["ORDERS_RETRY_DELAY_SECONDS"] = "0"
 _started = False
+# moto's in-process HTTP server (tests/helpers.py) logs every request at INFO.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

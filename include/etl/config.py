@@ -10,8 +10,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
-from include.etl.csv_reader import DEFAULT_BATCH_BYTES
-
 # Connection ids are fixed names; what they point at comes from Airflow connections.
 AWS_CONN_ID = "aws_default"
 POSTGRES_CONN_ID = "warehouse"
@@ -32,7 +30,7 @@ class PipelineSettings:
     processed_prefix: str = "processed/orders"
     rejected_prefix: str = "rejected/orders"
     alert_emails: tuple[str, ...] = ("data-team@example.com",)
-    batch_bytes: int = DEFAULT_BATCH_BYTES
+    batch_bytes: int = 16 << 20
     ledger_table: str = "etl.file_ledger"
     # Scheduled and event runs also list this many days before their own (late files).
     lookback_days: int = 3

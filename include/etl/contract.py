@@ -68,6 +68,9 @@ class Derived:
 @dataclass(frozen=True)
 class CsvDialect:
     delimiter: str = ","
+    quote_char: str = '"'
+    escape_char: str | None = None
+    double_quote: bool = True
     encoding: str = "utf-8"
     fallback_encoding: str | None = "cp1252"
     null_values: tuple[str, ...] = ("",)

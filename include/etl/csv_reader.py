@@ -1,10 +1,19 @@
-"""Streaming CSV reading: record batches of raw strings with their source line numbers.
+"""Streaming CSV reading: batches of raw text fields with the physical line each record starts on.
 
-The fast path is pyarrow's streaming CSV reader (multi-threaded C++, memory bounded by
-the block size). pyarrow cannot say where a row with the wrong number of fields sat in
-the file, so a file that has such rows is re-read on an exact path (Python's csv
-module) that keeps every record's line number. A file that is not valid in the
-contract's encoding is re-read in its fallback encoding, and the choice is reported.
+The fast path is pyarrow's streaming CSV reader (C++, memory bounded by the block size). It
+reads every field as bytes, so one row in another encoding cannot spoil the file: a column
+whose bytes are valid UTF-8 is used as is (checked in C++); in a value that is not, only the
+invalid bytes are decoded with the contract's `fallback_encoding` (the row is counted), and a
+value whose bytes are valid in neither gets its row rejected with the field and the position
+of the first such byte. Records with the wrong number of fields come from pyarrow's
+invalid-row handler with their record number and raw text and are rejected in place, in the
+same batch, without reading the file again.
+
+A file the fast path cannot read exactly (a malformed row that is itself not valid UTF-8, a
+row longer than the largest block, a primary encoding other than UTF-8 with a byte it does not
+define) continues on the exact path (Python's csv module, without its field size limit) after
+the records already handed out. Both paths count line ends the same way: `\\r\\n`, `\\n` and a
+lone `\\r` each end a line. Memory stays bounded by the batch size on both.
 """
 
 from __future__ import annotations
@@ -13,37 +22,71 @@ import codecs
 import csv
 import gzip
 import io
+import re
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from include.etl.contract import CsvDialect
-
 Opener = Callable[[], BinaryIO]
 
-DEFAULT_BATCH_BYTES = 16 << 20
-# pyarrow's streaming reader reads up to 32 blocks ahead of the consumer: small blocks keep
-# that bounded (32 MiB), and _rebatched joins them back into batches of batch_bytes.
+# pyarrow's streaming reader reads ahead of the consumer: small blocks keep that bounded, and
+# _rebatched joins them back into batches of about batch_bytes.
 _READ_BLOCK_BYTES = 1 << 20
+# pyarrow cannot read a record longer than a block ("straddles two block boundaries"): the block
+# grows up to this size, then the file continues on the exact path.
+_MAX_BLOCK_BYTES = 64 << 20
 _EXACT_BATCH_ROWS = 50_000
-# A file that fails to decode or decompress part way is rejected whole.
-_UNREADABLE = (UnicodeDecodeError, EOFError, gzip.BadGzipFile, zlib.error)
 _HEADER_PROBE_BYTES = 1 << 16
+_MAX_HEADER_BYTES = 16 << 20
+# A file that fails to decompress part way is rejected whole.
+_UNREADABLE = (EOFError, gzip.BadGzipFile, zlib.error)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# Excel writes `sep=;` as the first line to name the delimiter (and reads it back).
+_EXCEL_SEP = re.compile(r'^"?sep=(?P<sep>[^\r\n"])"?[ \t]*$')
+# A byte-order mark says which Unicode encoding the file is in (UTF-32 before UTF-16: FF FE 00 00).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_SURROGATES = re.compile("[\udc80-\udcff]+")
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+class Dialect(Protocol):
+    """What the reader needs from a contract's CSV dialect."""
+
+    @property
+    def delimiter(self) -> str: ...
+    @property
+    def quote_char(self) -> str: ...
+    @property
+    def escape_char(self) -> str | None: ...
+    @property
+    def double_quote(self) -> bool: ...
+    @property
+    def encoding(self) -> str: ...
+    @property
+    def fallback_encoding(self) -> str | None: ...
 
 
 class CsvFormatError(ValueError):
-    """The file cannot be read as CSV at all (no header, undecodable text)."""
+    """The file cannot be read as CSV at all (no header, undecodable header, not decompressible)."""
 
 
 @dataclass(frozen=True)
 class MalformedRow:
-    """A record whose field count differs from the header's."""
+    """A record rejected in reading: wrong number of fields, or bytes in no allowed encoding."""
 
     line: int
     text: str
@@ -52,198 +95,649 @@ class MalformedRow:
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Raw string columns, positionally matching the header, plus each row's line number."""
+    """Raw string columns positionally matching the header, each row's line, and rows rejected in reading.
+
+    `fallback` flags the rows in which bytes were decoded with the fallback encoding (None: none).
+    `records_end` is the number of data records read up to the end of this batch (blank and
+    malformed ones included); `blank_lines` the blank records among them.
+    """
 
     columns: list[pa.Array]
     lines: np.ndarray
+    malformed: list[MalformedRow] = field(default_factory=list)
+    fallback: np.ndarray | None = None
+    records_end: int = 0
+    blank_lines: int = 0
 
     @property
     def num_rows(self) -> int:
         return len(self.lines)
 
+    @property
+    def fallback_rows(self) -> int:
+        return 0 if self.fallback is None else int(self.fallback.sum())
+
+
+@dataclass
+class ReadStats:
+    """What reading a file saw besides its records (complete once the batches are consumed)."""
+
+    blank_lines: int = 0
+    # Rows with bytes that were not valid in the file's encoding, decoded with the fallback.
+    fallback_rows: int = 0
+    # "fast" (pyarrow), or "exact" once a record sent the rest of the file to Python's csv module.
+    path: str = "fast"
+
 
 @dataclass
 class CsvStream:
-    """An open CSV file: header, chosen encoding, and the batches still to read."""
+    """An open CSV file: its header and dialect as found in the file, and the batches still to read."""
 
     header: list[str]
     encoding: str
+    delimiter: str
+    header_lines: int
     batches: Iterator[RawBatch]
-    malformed: list[MalformedRow] = field(default_factory=list)
-    blank_lines: int = 0
-    header_lines: int = 1
+    stats: ReadStats
+    # How the file said to read it, where that differs from the contract (a `sep=` line, a BOM).
+    notes: list[str] = field(default_factory=list)
 
 
-class _RestartExactError(Exception):
-    """The fast path met a malformed row: re-read the file on the exact path."""
-
-
-def open_raw(opener: Callable[[], BinaryIO], gzipped: bool) -> Opener:
+def open_raw(opener: Opener, gzipped: bool) -> Opener:
     """Wrap an opener so it yields decompressed bytes for `.gz` objects."""
     if not gzipped:
         return opener
     return lambda: gzip.GzipFile(fileobj=opener(), mode="rb")  # type: ignore[return-value]
 
 
-def _decode_header(probe: bytes, dialect: CsvDialect, encoding: str) -> tuple[list[str], int]:
-    """The header row and the number of blank lines before it."""
-    probe = probe.removeprefix(codecs.BOM_UTF8)  # also when the rest turns out to be cp1252
-    text = codecs.getincrementaldecoder(_python_encoding(encoding))(errors="replace").decode(probe)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter)
-    for row in reader:
-        if any(h.strip() for h in row):
-            return row, reader.line_num - 1 - sum(h.count("\n") for h in row)
-    raise CsvFormatError("empty file: no header row")
+def read_csv(opener: Opener, dialect: Dialect, batch_bytes: int) -> CsvStream:
+    """Open a CSV for streaming; raises CsvFormatError if it has no readable header.
 
-
-def _probe(opener: Opener) -> bytes:
-    with opener() as fh:
-        return fh.read(_HEADER_PROBE_BYTES)
-
-
-def _choose_encoding(probe: bytes, complete: bool, dialect: CsvDialect) -> str:
-    """The contract's encoding if the probe decodes in it, else its fallback."""
-    try:
-        codecs.getincrementaldecoder(dialect.encoding)().decode(probe, final=complete)
-        return dialect.encoding
-    except UnicodeDecodeError:
-        if dialect.fallback_encoding:
-            return dialect.fallback_encoding
-        raise CsvFormatError(
-            f"file is not valid {dialect.encoding} and the contract has no fallback_encoding"
-        ) from None
-
-
-def read_csv(opener: Opener, dialect: CsvDialect, batch_bytes: int = DEFAULT_BATCH_BYTES) -> CsvStream:
-    """Open a CSV for streaming; raises CsvFormatError if it has no readable header."""
-    try:
-        probe = _probe(opener)
-    except _UNREADABLE as exc:
-        raise _unreadable(exc, dialect.encoding) from exc
-    if not probe.strip(b"\r\n\t \xef\xbb\xbf"):
-        raise CsvFormatError("empty file: no header row")
-    encoding = _choose_encoding(probe, len(probe) < _HEADER_PROBE_BYTES, dialect)
-    header, blank_before = _decode_header(probe, dialect, encoding)
-    stream = CsvStream(header=header, encoding=encoding, batches=iter(()))
-    stream.header_lines = blank_before + 1 + sum(h.count("\n") for h in header)
-    stream.batches = _readable(_batches(opener, dialect, encoding, stream, batch_bytes), stream)
+    The batches are read lazily; reading them raises CsvFormatError for a file that stops
+    decompressing part way. `opener` is called again for each pass over the file.
+    """
+    head = _read_head(opener, dialect)
+    stream = CsvStream(
+        header=head.header,
+        encoding=head.encoding,
+        delimiter=head.delimiter,
+        header_lines=head.header_lines,
+        batches=iter(()),
+        stats=ReadStats(blank_lines=head.blank_before),
+        notes=head.notes,
+    )
+    stream.batches = _Reader(opener, dialect, stream, batch_bytes).batches()
     return stream
 
 
-def _readable(batches: Iterator[RawBatch], stream: CsvStream) -> Iterator[RawBatch]:
-    """Turn decoding and decompression failures into CsvFormatError (the file is rejected whole)."""
-    try:
-        yield from batches
-    except _UNREADABLE as exc:
-        raise _unreadable(exc, stream.encoding) from exc
+# --- decoding ------------------------------------------------------------------------------------
 
 
-def _unreadable(exc: Exception, encoding: str) -> CsvFormatError:
-    if isinstance(exc, UnicodeDecodeError):
-        return CsvFormatError(f"file is not valid {encoding}: {exc.reason} (byte {exc.object[exc.start]:#04x})")
+def is_utf8(encoding: str) -> bool:
+    return encoding.replace("-", "").replace("_", "").lower() in {"utf8", "utf8sig"}
+
+
+def _codec(encoding: str) -> str:
+    return "utf-8" if is_utf8(encoding) else encoding
+
+
+class _UndecodableError(ValueError):
+    """A value with a byte that neither the file's encoding nor the fallback defines."""
+
+    def __init__(self, byte: int, position: int, what: str) -> None:
+        super().__init__(f"byte {byte:#04x} at byte {position} is not valid {what}")
+        self.byte, self.position, self.what = byte, position, what
+
+
+def _fix(value: str, encoding: str, fallback: str | None) -> tuple[str, bool]:
+    """A value decoded with surrogateescape, its undecodable bytes decoded with the fallback.
+
+    Valid text stays as it is; only the runs of bytes that were not valid in `encoding` are
+    decoded with `fallback`. Returns (text, whether the fallback was used); raises _UndecodableError.
+    """
+    if _SURROGATES.search(value) is None:
+        return value, False
+    codec = _codec(encoding)
+    out: list[str] = []
+    done = 0
+    for run in _SURROGATES.finditer(value):
+        out.append(value[done : run.start()])
+        raw = run.group().encode(codec, "surrogateescape")
+        if not fallback:
+            raise _UndecodableError(
+                raw[0], _byte_position(value, run.start(), codec), f"{encoding} (no fallback_encoding)"
+            )
+        try:
+            out.append(raw.decode(fallback))
+        except UnicodeDecodeError as exc:
+            position = _byte_position(value, run.start(), codec) + exc.start
+            raise _UndecodableError(raw[exc.start], position, f"{encoding} nor {fallback}") from None
+        done = run.end()
+    out.append(value[done:])
+    return "".join(out), True
+
+
+def _byte_position(value: str, index: int, codec: str) -> int:
+    """1-based byte offset in the raw field of the character at `index`."""
+    return len(value[:index].encode(codec, "surrogateescape")) + 1
+
+
+def escape_invalid(value: str) -> str:
+    """A surrogateescape-decoded value with its undecodable bytes shown as \\xNN."""
+    return _SURROGATES.sub(lambda m: "".join(f"\\x{ord(c) - 0xDC00:02x}" for c in m.group()), value)
+
+
+# --- the head of the file --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Head:
+    header: list[str]
+    header_lines: int
+    blank_before: int
+    delimiter: str
+    encoding: str
+    notes: list[str]
+
+
+# Signatures of binary formats people save with a .csv name by mistake.
+_SIGNATURES = (
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx or .ods spreadsheet is one)"),
+    (b"\xd0\xcf\x11\xe0", "an OLE2 document (an .xls spreadsheet is one)"),
+    (b"%PDF", "a PDF document"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\x1f\x8b", "gzip-compressed data (name it .csv.gz)"),
+    (b"PAR1", "a Parquet file"),
+)
+
+
+def _binary(probe: bytes) -> str | None:
+    """Why the probe is not text, or None: a known binary signature or a NUL byte."""
+    for signature, what in _SIGNATURES:
+        if probe.startswith(signature):
+            return f"the file is not text: it starts like {what}"
+    nul = probe.find(b"\x00")
+    if nul >= 0:
+        return f"the file is not text: byte 0x00 at byte {nul + 1} (UTF-16 without a byte-order mark, or binary data)"
+    return None
+
+
+def _read_head(opener: Opener, dialect: Dialect) -> _Head:
+    """Header row, physical lines up to its end, delimiter and encoding, from the first bytes."""
+    size = _HEADER_PROBE_BYTES
+    while True:
+        try:
+            with opener() as fh:
+                probe = fh.read(size)
+        except _UNREADABLE as exc:
+            raise _unreadable(exc) from exc
+        complete = len(probe) < size
+        head = _parse_head(probe, complete, dialect)
+        if head is not None:
+            return head
+        if complete or size >= _MAX_HEADER_BYTES:
+            raise CsvFormatError("no complete header row in the first 16 MiB")
+        size *= 4
+
+
+def _parse_head(probe: bytes, complete: bool, dialect: Dialect) -> _Head | None:
+    """The head of the file, or None if the probe ends before the header does."""
+    encoding, notes = dialect.encoding, []
+    for bom, name in _BOMS:
+        if probe.startswith(bom):
+            if not (is_utf8(name) and is_utf8(encoding)):
+                notes.append(f"byte-order mark: read as {name} (the contract says {encoding})")
+                encoding = name
+            break
+    text = _decode_probe(probe, encoding)
+    if not text.strip():
+        raise CsvFormatError("empty file: no header row")
+    if not encoding.lower().startswith("utf-16") and not encoding.lower().startswith("utf-32"):
+        binary = _binary(probe)
+        if binary:
+            raise CsvFormatError(binary)
+    delimiter, lines_before = dialect.delimiter, 0
+    first_end = _LINE_END.search(text)
+    first_line = text[: first_end.start()] if first_end else text
+    sep = _EXCEL_SEP.match(first_line)
+    if sep and (first_end or complete):
+        delimiter, lines_before = sep.group("sep"), 1
+        notes.append(f"first line {first_line.strip()!r} names the delimiter {delimiter!r} (Excel): used, then skipped")
+        text = text[first_end.end() :] if first_end else ""
+    terminated = len(_LINE_END.findall(text))
+    reader = csv.reader(io.StringIO(text, newline=""), **_csv_args(dialect, delimiter))
+    blank_before = 0
+    for row in reader:
+        if not any(h.strip() for h in row):
+            blank_before += 1
+            continue
+        if not complete and terminated < reader.line_num:
+            return None  # the header's last line may go on after the probe
+        try:
+            header = [_fix(h, encoding, dialect.fallback_encoding)[0] for h in row]
+        except _UndecodableError as exc:
+            raise CsvFormatError(f"cannot decode the header: {exc}") from None
+        return _Head(header, lines_before + reader.line_num, blank_before, delimiter, encoding, notes)
+    if complete:
+        raise CsvFormatError("empty file: no header row")
+    return None
+
+
+def _decode_probe(probe: bytes, encoding: str) -> str:
+    if is_utf8(encoding):
+        return probe.removeprefix(codecs.BOM_UTF8).decode("utf-8", "surrogateescape")
+    return codecs.getincrementaldecoder(encoding)(errors="surrogateescape").decode(probe)
+
+
+def _csv_args(dialect: Dialect, delimiter: str) -> dict[str, object]:
+    return {
+        "delimiter": delimiter,
+        "quotechar": dialect.quote_char,
+        "escapechar": dialect.escape_char,
+        "doublequote": dialect.double_quote,
+        "strict": False,
+    }
+
+
+def _unreadable(exc: Exception) -> CsvFormatError:
     return CsvFormatError(f"cannot read the file: {type(exc).__name__}: {exc}")
 
 
-def _batches(
-    opener: Opener, dialect: CsvDialect, encoding: str, stream: CsvStream, batch_bytes: int
-) -> Iterator[RawBatch]:
-    emitted = 0
-    try:
-        if stream.header_lines > 1:
-            raise _RestartExactError()  # pyarrow skips the header by physical line or record, not both
-        for batch in _rebatched(_fast_batches(opener, dialect, encoding, stream, batch_bytes), batch_bytes):
-            emitted += batch.num_rows
+# --- the records --------------------------------------------------------------------------------
+
+
+class _RestartError(Exception):
+    """The fast path cannot go on exactly from here."""
+
+    def __init__(self, reason: str, bigger_block: bool = False) -> None:
+        super().__init__(reason)
+        self.bigger_block = bigger_block
+
+
+class _Reader:
+    """Reads the data records of one file: fast path first, the exact path after a record it cannot read."""
+
+    def __init__(self, opener: Opener, dialect: Dialect, stream: CsvStream, batch_bytes: int) -> None:
+        self.opener = opener
+        self.dialect = dialect
+        self.stream = stream
+        self.batch_bytes = batch_bytes
+        self.width = len(stream.header)
+        self.utf8 = is_utf8(stream.encoding)
+        self.records_done = 0  # records handed to the consumer: a restart skips them
+
+    def batches(self) -> Iterator[RawBatch]:
+        block = min(self.batch_bytes, _READ_BLOCK_BYTES)
+        try:
+            while True:
+                try:
+                    yield from self._handed_out(self._fast(block))
+                    return
+                except _RestartError as exc:
+                    if not (exc.bigger_block and block < _MAX_BLOCK_BYTES):
+                        break
+                    block *= 4
+            self.stream.stats.path = "exact"
+            yield from self._handed_out(self._exact())
+        except _UNREADABLE as exc:
+            raise _unreadable(exc) from exc
+
+    def _handed_out(self, batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
+        for batch in _rebatched(batches, self.batch_bytes):
+            self.records_done = batch.records_end
+            self.stream.stats.blank_lines += batch.blank_lines
+            self.stream.stats.fallback_rows += batch.fallback_rows
             yield batch
-        return
-    except _RestartExactError:
-        pass
-    except pa.ArrowInvalid as exc:
-        if "UTF8" in str(exc):
-            if not dialect.fallback_encoding or encoding == dialect.fallback_encoding:
-                raise CsvFormatError(f"file is not valid {encoding}: {exc}") from exc
-            # Invalid UTF-8 beyond the probe: the whole file is read in the fallback encoding.
-            encoding = dialect.fallback_encoding
-            stream.encoding = encoding
-        # Anything else pyarrow cannot parse is read on the exact path.
-    # Re-read on the exact path, skipping rows the fast path already gave out.
-    stream.malformed.clear()
-    stream.blank_lines = 0
-    skipped = 0
-    for batch in _exact_batches(opener, dialect, encoding, stream):
-        if skipped + batch.num_rows <= emitted:
-            skipped += batch.num_rows
-            continue
-        if skipped < emitted:
-            cut = emitted - skipped
-            batch = RawBatch([c.slice(cut) for c in batch.columns], batch.lines[cut:])
-            skipped = emitted
-        yield batch
 
+    # --- fast path ---
 
-def _fast_batches(
-    opener: Opener, dialect: CsvDialect, encoding: str, stream: CsvStream, batch_bytes: int
-) -> Iterator[RawBatch]:
-    width = len(stream.header)
-    names = [f"c{i}" for i in range(width)]
-
-    malformed_seen: list[bool] = []
-
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        malformed_seen.append(True)
-        return "error"  # any malformed row sends the file to the exact path
-
-    def next_batch(read: Callable[[], pa.RecordBatch]) -> pa.RecordBatch:
+    def _fast(self, block_size: int) -> Iterator[RawBatch]:
+        names = [f"c{i}" for i in range(self.width)]
+        invalid = _InvalidRows(self.stream.header_lines)
+        kind = pa.binary() if self.utf8 else pa.string()
+        source = self.opener()
         try:
-            return read()
-        except pa.ArrowInvalid as exc:
-            if malformed_seen:
-                raise _RestartExactError() from exc
-            raise
+            try:
+                reader = pacsv.open_csv(
+                    source,
+                    read_options=pacsv.ReadOptions(
+                        block_size=block_size,
+                        skip_rows=self.stream.header_lines,
+                        column_names=names,
+                        encoding="utf8" if self.utf8 else self.stream.encoding,
+                        use_threads=False,  # invalid rows have record numbers only when read single-threaded
+                    ),
+                    parse_options=pacsv.ParseOptions(
+                        delimiter=self.stream.delimiter,
+                        quote_char=self.dialect.quote_char,
+                        escape_char=self.dialect.escape_char or False,
+                        double_quote=self.dialect.double_quote,
+                        newlines_in_values=True,
+                        ignore_empty_lines=False,
+                        invalid_row_handler=invalid,
+                    ),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=dict.fromkeys(names, kind),
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                        check_utf8=False,
+                    ),
+                )
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise invalid.restart(exc) from exc
+            records = _RecordCounter(self.stream.header_lines + 1)
+            while True:
+                try:
+                    record_batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                    raise invalid.restart(exc) from exc
+                bad_at, texts = invalid.take_before(records.next, record_batch.num_rows)
+                yield self._fast_batch(list(record_batch.columns), bad_at, texts, records)
+            if invalid.rows:  # after the last good row
+                bad_at, texts = invalid.take_before(records.next, 0, everything=True)
+                empty = [pa.array([], kind) for _ in range(self.width)]
+                yield self._fast_batch(empty, bad_at, texts, records)
+        finally:
+            source.close()
 
-    reader = next_batch(
-        lambda: pacsv.open_csv(
-            opener(),
-            read_options=pacsv.ReadOptions(
-                block_size=min(batch_bytes, _READ_BLOCK_BYTES),
-                skip_rows=1,
-                column_names=names,
-                encoding=_arrow_encoding(encoding),
-            ),
-            parse_options=pacsv.ParseOptions(
-                delimiter=dialect.delimiter,
-                newlines_in_values=True,
-                ignore_empty_lines=False,
-                invalid_row_handler=on_invalid,
-            ),
-            convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in names},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    )
-    next_line = stream.header_lines + 1
-    while True:
-        try:
-            record_batch = next_batch(reader.read_next_batch)
-        except StopIteration:
-            return
-        columns = list(record_batch.columns)
-        n = record_batch.num_rows
-        extra = np.zeros(n, dtype=np.int64)
+    def _fast_batch(
+        self, columns: list[pa.Array], bad_at: list[int], texts: list[str], records: _RecordCounter
+    ) -> RawBatch:
+        """Good rows (columns) and malformed records (texts at record numbers bad_at), in file order."""
+        n = len(columns[0]) if columns else 0
+        total = n + len(texts)
+        numbers = np.arange(records.next, records.next + total)
+        is_bad = np.isin(numbers, np.asarray(bad_at, dtype=np.int64))
+        spans = np.ones(total, dtype=np.int64)
+        good_breaks = np.zeros(n, dtype=np.int64)
         for col in columns:
-            extra += pc.count_substring(col, "\n").to_numpy(zero_copy_only=False)
-        # A row starts on the line after the previous row ended.
-        spans = 1 + extra
-        starts = next_line + np.concatenate(([0], np.cumsum(spans)[:-1])) if n else np.empty(0, np.int64)
-        next_line += int(spans.sum())
-        blank = _blank_mask(columns)
-        if blank is not None:
-            stream.blank_lines += int(blank.sum())
-            keep = pa.array(~blank)
+            good_breaks += _line_breaks(col)
+        spans[~is_bad] += good_breaks
+        spans[is_bad] += np.asarray([_text_line_breaks(t) for t in texts], dtype=np.int64)
+        starts = records.take(spans)
+        keep = numbers >= self.records_done  # after a restart, records already handed out are skipped
+        good_keep = keep[~is_bad]
+        good_lines = starts[~is_bad]
+        blank_lines = 0
+        malformed: list[MalformedRow] = []
+        for line, text, kept in zip(starts[is_bad], texts, keep[is_bad], strict=True):
+            if not kept:
+                continue
+            if _blank_text(text, self.stream.delimiter, self.dialect.quote_char):
+                blank_lines += 1
+            else:
+                malformed.append(self._wrong_width(int(line), text))
+        if not good_keep.all():
+            mask = pa.array(good_keep)
+            columns = [pc.filter(c, mask) for c in columns]
+            good_lines = good_lines[good_keep]
+        return self._decoded(columns, good_lines, malformed, records.next, blank_lines)
+
+    def _wrong_width(self, line: int, text: str) -> MalformedRow:
+        args = _csv_args(self.dialect, self.stream.delimiter)
+        found = len(next(csv.reader(io.StringIO(text, newline=""), **args), []))
+        return MalformedRow(line, text, f"expected {self.width} fields, found {found}")
+
+    def _decoded(
+        self, columns: list[pa.Array], lines: np.ndarray, malformed: list[MalformedRow], records_end: int, blank: int
+    ) -> RawBatch:
+        """Text columns without blank rows: binary columns decoded (the fallback per value, or the row rejected)."""
+        n = len(lines)
+        fallback = np.zeros(n, dtype=bool)
+        undecodable: dict[int, str] = {}
+        raw_columns = columns
+        if self.utf8:
+            decoded = []
+            for i, col in enumerate(columns):
+                try:
+                    decoded.append(pc.cast(col, pa.string()))  # validates UTF-8 in C++
+                except pa.ArrowInvalid:
+                    decoded.append(self._decode_slow(col, i, fallback, undecodable))
+            columns = decoded
+        blank_mask = _blank_mask(columns, n)
+        if undecodable:
+            blank_mask[list(undecodable)] = False
+        drop = blank_mask.copy()
+        for row, reason in undecodable.items():
+            drop[row] = True
+            text = self.stream.delimiter.join(_escaped_bytes(c[row].as_py()) for c in raw_columns)
+            malformed.append(MalformedRow(int(lines[row]), text, f"cannot decode the row: {reason}"))
+        if drop.any():
+            keep = pa.array(~drop)
             columns = [pc.filter(c, keep) for c in columns]
-            starts = starts[~blank]
-        yield RawBatch(columns, starts.astype(np.int64))
+            lines, fallback = lines[~drop], fallback[~drop]
+        malformed.sort(key=lambda m: m.line)
+        return RawBatch(
+            columns,
+            lines.astype(np.int64),
+            malformed,
+            fallback if fallback.any() else None,
+            records_end,
+            blank + int(blank_mask.sum()),
+        )
+
+    def _decode_slow(self, col: pa.Array, index: int, fallback: np.ndarray, undecodable: dict[int, str]) -> pa.Array:
+        """A binary column that is not all valid UTF-8, value by value; surrogates mark undecodable rows."""
+        values: list[str] = []
+        for row, raw in enumerate(col.to_pylist()):
+            text = raw.decode("utf-8", "surrogateescape")
+            try:
+                fixed, used = _fix(text, self.stream.encoding, self.dialect.fallback_encoding)
+            except _UndecodableError as exc:
+                undecodable.setdefault(row, f"{self._field(index)}: {exc}")
+                values.append(text)
+                continue
+            fallback[row] |= used
+            values.append(fixed)
+        # Surrogates cannot be stored as UTF-8: such values are replaced; the caller rejects their rows.
+        return pa.array([v if row not in undecodable else "" for row, v in enumerate(values)], pa.string())
+
+    def _field(self, index: int) -> str:
+        name = self.stream.header[index] if index < len(self.stream.header) else ""
+        return f"field {index + 1} ({name})" if name else f"field {index + 1}"
+
+    # --- exact path ---
+
+    def _exact(self) -> Iterator[RawBatch]:
+        codec = _codec(self.stream.encoding)
+        with self.opener() as raw:
+            text = io.TextIOWrapper(_buffered(raw), encoding=codec, errors="surrogateescape", newline="")
+            reader = csv.reader(text, **_csv_args(self.dialect, self.stream.delimiter))
+            while reader.line_num < self.stream.header_lines:
+                if next(reader, None) is None:
+                    return
+            end = reader.line_num
+            rows: list[list[str]] = []
+            lines: list[int] = []
+            fallback: list[bool] = []
+            malformed: list[MalformedRow] = []
+            blank = record = 0
+            for row in _exact_rows(reader):
+                start, end = end + 1, reader.line_num
+                record += 1
+                if record <= self.records_done:
+                    continue
+                if not any(self._display(f).strip() for f in row):
+                    blank += 1
+                elif len(row) != self.width:
+                    fields = [escape_invalid(self._display(f)) for f in row]
+                    reason = f"expected {self.width} fields, found {len(row)}"
+                    malformed.append(MalformedRow(start, _to_csv_line(fields, self.stream.delimiter), reason))
+                else:
+                    try:
+                        fixed = [self._exact_field(f, i) for i, f in enumerate(row)]
+                    except _UndecodableError as exc:
+                        fields = [escape_invalid(f) for f in row]
+                        malformed.append(
+                            MalformedRow(
+                                start, _to_csv_line(fields, self.stream.delimiter), f"cannot decode the row: {exc}"
+                            )
+                        )
+                    else:
+                        rows.append([f for f, _ in fixed])
+                        lines.append(start)
+                        fallback.append(any(used for _, used in fixed))
+                if len(rows) + len(malformed) + blank >= _EXACT_BATCH_ROWS:
+                    yield self._exact_batch(rows, lines, fallback, malformed, record, blank)
+                    rows, lines, fallback, malformed, blank = [], [], [], [], 0
+            if rows or malformed or blank:
+                yield self._exact_batch(rows, lines, fallback, malformed, record, blank)
+
+    def _exact_field(self, value: str, index: int) -> tuple[str, bool]:
+        try:
+            return _fix(value, self.stream.encoding, self.dialect.fallback_encoding)
+        except _UndecodableError as exc:
+            raise _UndecodableError(exc.byte, exc.position, f"{exc.what}, in {self._field(index)}") from None
+
+    def _display(self, value: str) -> str:
+        try:
+            return _fix(value, self.stream.encoding, self.dialect.fallback_encoding)[0]
+        except _UndecodableError:
+            return value
+
+    def _exact_batch(
+        self,
+        rows: list[list[str]],
+        lines: list[int],
+        fallback: list[bool],
+        malformed: list[MalformedRow],
+        records_end: int,
+        blank: int,
+    ) -> RawBatch:
+        cols = list(zip(*rows, strict=True)) if rows else [() for _ in range(self.width)]
+        flags = np.asarray(fallback, dtype=bool)
+        return RawBatch(
+            [pa.array(c, pa.string()) for c in cols],
+            np.asarray(lines, dtype=np.int64),
+            list(malformed),
+            flags if flags.any() else None,
+            records_end,
+            blank,
+        )
+
+
+class _InvalidRows:
+    """pyarrow's invalid-row handler: keeps each malformed record's text by its record number."""
+
+    def __init__(self, skipped_lines: int) -> None:
+        self.skipped_lines = skipped_lines
+        self.rows: dict[int, str] = {}  # record number (0 = the first data record) -> raw text
+        self.failure: str | None = None
+
+    def __call__(self, row: pacsv.InvalidRow) -> str:
+        # (A malformed row that is not valid UTF-8 never gets here: pyarrow fails to make it a str.)
+        if row.number is None:
+            self.failure = "no record number for a malformed row"
+            return "error"
+        self.rows[row.number - self.skipped_lines - 1] = row.text
+        return "skip"
+
+    def take_before(self, first: int, good_rows: int, everything: bool = False) -> tuple[list[int], list[str]]:
+        """The malformed records that come before and among the next `good_rows` good records.
+
+        Good records take the record numbers from `first` on that no malformed record has.
+        """
+        if everything:
+            numbers = sorted(self.rows)
+        else:
+            window = 0
+            while True:
+                inside = sum(1 for i in self.rows if i < first + good_rows + window)
+                if inside == window:
+                    break
+                window = inside
+            numbers = sorted(i for i in self.rows if i < first + good_rows + window)
+        return numbers, [self.rows.pop(i) for i in numbers]
+
+    def restart(self, exc: Exception) -> _RestartError:
+        if "straddl" in str(exc):
+            return _RestartError(str(exc), bigger_block=True)
+        return _RestartError(self.failure or str(exc))
+
+
+class _RecordCounter:
+    """The next data record number and the physical line it starts on, advanced batch by batch."""
+
+    def __init__(self, first_line: int) -> None:
+        self.next = 0
+        self.line = first_line
+
+    def take(self, spans: np.ndarray) -> np.ndarray:
+        """Start lines of the next len(spans) records, spanning `spans` lines each."""
+        starts = self.line + np.concatenate(([0], np.cumsum(spans)[:-1])) if len(spans) else spans
+        self.next += len(spans)
+        self.line += int(spans.sum())
+        return starts
+
+
+def _exact_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise CsvFormatError(f"cannot parse CSV: {exc}") from exc
+
+
+def _escaped_bytes(raw: bytes | str | None) -> str:
+    if isinstance(raw, bytes):
+        return escape_invalid(raw.decode("utf-8", "surrogateescape"))
+    return raw or ""
+
+
+def _buffered(raw: BinaryIO) -> io.BufferedIOBase:
+    """A file object TextIOWrapper can rely on (botocore's streaming body over HTTP is not one)."""
+    if isinstance(raw, io.BufferedIOBase):
+        return raw
+    return io.BufferedReader(_RawStream(raw))
+
+
+class _RawStream(io.RawIOBase):
+    """io.RawIOBase over any object with read(n); closed when we close it, not when it reaches its end."""
+
+    def __init__(self, body: BinaryIO) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()
+
+
+def _line_breaks(col: pa.Array) -> np.ndarray:
+    """Line ends inside each value: \\r\\n, \\n and a lone \\r count one each."""
+    breaks = pc.count_substring(col, "\n").to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(col) and pc.any(pc.match_substring(col, "\r")).as_py():
+        breaks += pc.count_substring(col, "\r").to_numpy(zero_copy_only=False)
+        breaks -= pc.count_substring(col, "\r\n").to_numpy(zero_copy_only=False)
+    return breaks
+
+
+def _text_line_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _blank_text(text: str, delimiter: str, quote: str) -> bool:
+    return not text.replace(delimiter, "").replace(quote, "").strip()
+
+
+def _blank_mask(columns: list[pa.Array], n: int) -> np.ndarray:
+    """Rows whose every field is empty or whitespace (blank lines)."""
+    mask = np.ones(n, dtype=bool)
+    for col in columns:
+        if not mask.any():
+            break
+        mask &= pc.equal(pc.binary_length(pc.utf8_trim_whitespace(col)), 0).to_numpy(zero_copy_only=False)
+    return mask
 
 
 def _rebatched(batches: Iterator[RawBatch], batch_bytes: int) -> Iterator[RawBatch]:
@@ -252,7 +746,7 @@ def _rebatched(batches: Iterator[RawBatch], batch_bytes: int) -> Iterator[RawBat
     size = 0
     for batch in batches:
         pending.append(batch)
-        size += sum(c.nbytes for c in batch.columns)
+        size += sum(c.nbytes for c in batch.columns) + sum(len(m.text) for m in batch.malformed)
         if size >= batch_bytes:
             yield _concat(pending)
             pending, size = [], 0
@@ -263,77 +757,21 @@ def _rebatched(batches: Iterator[RawBatch], batch_bytes: int) -> Iterator[RawBat
 def _concat(batches: list[RawBatch]) -> RawBatch:
     if len(batches) == 1:
         return batches[0]
-    columns = [pa.concat_arrays([b.columns[i] for b in batches]) for i in range(len(batches[0].columns))]
-    return RawBatch(columns, np.concatenate([b.lines for b in batches]))
-
-
-def _blank_mask(columns: list[pa.Array]) -> np.ndarray | None:
-    """Rows whose every field is empty (blank lines); None when there are none."""
-    mask = None
-    for col in columns:
-        empty = pc.equal(pc.binary_length(pc.utf8_trim_whitespace(col)), 0)
-        mask = empty if mask is None else pc.and_(mask, empty)
-    if mask is None or not pc.any(mask).as_py():
-        return None
-    return mask.to_numpy(zero_copy_only=False)
-
-
-def _is_utf8(encoding: str) -> bool:
-    return encoding.replace("-", "").replace("_", "").lower() in {"utf8", "utf8sig"}
-
-
-def _arrow_encoding(encoding: str) -> str:
-    return "utf8" if _is_utf8(encoding) else encoding
-
-
-def _python_encoding(encoding: str) -> str:
-    """utf-8-sig so a byte-order mark never leaks into the first header."""
-    return "utf-8-sig" if _is_utf8(encoding) else encoding
-
-
-def _exact_batches(opener: Opener, dialect: CsvDialect, encoding: str, stream: CsvStream) -> Iterator[RawBatch]:
-    width = len(stream.header)
-    with opener() as raw:
-        text = io.TextIOWrapper(raw, encoding=_python_encoding(encoding), newline="")
-        reader = csv.reader(text, delimiter=dialect.delimiter)
-        while not any(field.strip() for field in next(reader)):  # blank lines, then the header
-            stream.blank_lines += 1
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        prev_end = reader.line_num
-        for row in _decoded(reader, encoding):
-            start, prev_end = prev_end + 1, reader.line_num
-            if not any(field.strip() for field in row):
-                stream.blank_lines += 1
-                continue
-            if len(row) != width:
-                stream.malformed.append(
-                    MalformedRow(
-                        start, _to_csv_line(row, dialect.delimiter), f"expected {width} fields, found {len(row)}"
-                    )
-                )
-                continue
-            rows.append(row)
-            lines.append(start)
-            if len(rows) >= _EXACT_BATCH_ROWS:
-                yield _to_batch(rows, lines, width)
-                rows, lines = [], []
-        if rows:
-            yield _to_batch(rows, lines, width)
-
-
-def _decoded(reader: Iterator[list[str]], encoding: str) -> Iterator[list[str]]:
-    try:
-        yield from reader
-    except UnicodeDecodeError as exc:
-        raise CsvFormatError(f"file is not valid {encoding}: {exc}") from exc
-    except csv.Error as exc:
-        raise CsvFormatError(f"cannot parse CSV: {exc}") from exc
-
-
-def _to_batch(rows: list[list[str]], lines: list[int], width: int) -> RawBatch:
-    cols = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
-    return RawBatch([pa.array(c, pa.string()) for c in cols], np.asarray(lines, dtype=np.int64))
+    width = len(batches[0].columns)
+    columns = [pa.concat_arrays([b.columns[i] for b in batches]) for i in range(width)]
+    fallback = None
+    if any(b.fallback is not None for b in batches):
+        fallback = np.concatenate(
+            [b.fallback if b.fallback is not None else np.zeros(b.num_rows, bool) for b in batches]
+        )
+    return RawBatch(
+        columns,
+        np.concatenate([b.lines for b in batches]),
+        [m for b in batches for m in b.malformed],
+        fallback,
+        batches[-1].records_end,
+        sum(b.blank_lines for b in batches),
+    )
 
 
 def _to_csv_line(row: list[str], delimiter: str) -> str:

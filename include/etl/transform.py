@@ -31,6 +31,7 @@ from include.etl.contract import Contract
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
 
 PARQUET_COMPRESSION = "zstd"
+SOURCE_LINE_SORT = [("source_line", "ascending")]
 _PARQUET = "clean.parquet"
 _REJECTED = "rejected.csv"
 
@@ -52,6 +53,8 @@ class FileResult:
     blank_lines: int = 0
     encoding: str | None = None
     extra_columns: list[str] = field(default_factory=list)
+    # Values read differently from their raw bytes, counted by kind ("rows decoded as cp1252": 3).
+    reinterpreted: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,27 +105,29 @@ def _clean_to_files(
     schema = output_schema(contract)
     with pq.ParquetWriter(os.path.join(tmp, _PARQUET), schema, compression=PARQUET_COMPRESSION) as writer:
         for batch in stream.batches:
-            result.rows_read += batch.num_rows
+            result.rows_read += batch.num_rows + len(batch.malformed)
+            rows = batch.malformed
+            rejected = [
+                malformed_table(stream.header, [r.line for r in rows], [r.text for r in rows], [r.reason for r in rows])
+            ]
             if result.reason:
-                write_rejected(whole_file_rejected(batch, stream.header, result.reason))
-                continue
-            cleaned = clean_batch(batch, stream.header, mapping, contract, obj.key)
-            writer.write_table(cleaned.clean)
-            result.rows_clean += cleaned.clean.num_rows
-            if cleaned.rejected.num_rows:
-                write_rejected(cleaned.rejected)
-    if stream.malformed:
-        rows = stream.malformed
-        result.rows_read += len(rows)
-        write_rejected(
-            malformed_table(stream.header, [r.line for r in rows], [r.text for r in rows], [r.reason for r in rows])
-        )
+                rejected.append(whole_file_rejected(batch, stream.header, result.reason))
+            else:
+                cleaned = clean_batch(batch, stream.header, mapping, contract, obj.key)
+                writer.write_table(cleaned.clean)
+                result.rows_clean += cleaned.clean.num_rows
+                rejected.append(cleaned.rejected)
+            merged = pa.concat_tables(rejected)
+            if merged.num_rows:
+                write_rejected(merged.sort_by(SOURCE_LINE_SORT))
     if result.reason and rejected_writer is None:
         write_rejected(pa.Table.from_pylist([], schema=rejected_schema(stream.header)))  # header only: no rows
     if rejected_writer is not None:
         rejected_writer.close()
-    result.blank_lines = stream.blank_lines
+    result.blank_lines = stream.stats.blank_lines
     result.encoding = stream.encoding
+    if stream.stats.fallback_rows:
+        result.reinterpreted[f"rows decoded as {contract.csv.fallback_encoding}"] = stream.stats.fallback_rows
     return result
 
 

@@ -89,15 +89,25 @@ class Parsed:
     blank_lines: int
 
 
+def _field(value: str) -> str:
+    """A field read with surrogateescape, as text: UTF-8 where it is, cp1252 where it is not."""
+    raw = value.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", "backslashreplace")
+
+
 def _parse(name: str, body: bytes, encoding: str, delimiter: str) -> Parsed:
     data = gzip.decompress(body) if name.lower().endswith(".gz") else body
     data = data.removeprefix(codecs.BOM_UTF8)
-    reader = csv.reader(io.StringIO(data.decode(encoding), newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(data.decode(encoding, "surrogateescape"), newline=""), delimiter=delimiter)
     header: list[str] | None = None
     records: dict[int, list[str]] = {}
     blank = 0
     prev_end = 0
-    for row in reader:
+    for raw_row in reader:
+        row = [_field(f) for f in raw_row]
         start, prev_end = prev_end + 1, reader.line_num
         if not any(f.strip() for f in row):
             blank += 1
@@ -133,7 +143,7 @@ def _rejected_csv(s3: Any, key: str) -> tuple[list[str], list[list[str]]]:
 def _assert_outcome(case: dict[str, Any], result: FileResult) -> None:
     got = {k: getattr(result, k) for k in ("status", "rows_read", "rows_clean", "rows_rejected")}
     assert got == {k: case[k] for k in got}
-    for key in ("blank_lines", "encoding", "extra_columns"):
+    for key in ("blank_lines", "encoding", "extra_columns", "reinterpreted"):
         if key in case:
             assert getattr(result, key) == case[key], key
     if "reason" in case:
@@ -216,7 +226,11 @@ def test_bad_input_file(s3: Any, case: dict[str, Any]) -> None:
         line, reason, raw_record, values = int(row[0]), row[1], row[2], row[3:]
         assert reason
         record = parsed.records[line]
-        if raw_record:
+        if raw_record and reason.startswith("cannot decode the row"):
+            # Undecodable: the record is kept as text with the bad bytes escaped, the columns stay empty.
+            assert "\\x" in raw_record
+            assert values == [""] * len(parsed.header)
+        elif raw_record:
             # Malformed: the record is kept as CSV text, the columns stay empty.
             assert reason.startswith(f"expected {len(parsed.header)} fields, found {len(record)}")
             assert next(csv.reader(io.StringIO(raw_record, newline=""), delimiter=contract.csv.delimiter)) == record
@@ -308,7 +322,8 @@ def test_large_file_in_small_batches(s3: Any, dirt: str) -> None:
         blank,
     )
     assert result.rows_read == result.rows_clean + result.rows_rejected
-    assert result.encoding == ("cp1252" if dirt == "cp1252" else "utf-8")
+    assert result.encoding == "utf-8"
+    assert result.reinterpreted == ({"rows decoded as cp1252": 1} if dirt == "cp1252" else {})
     table = pq.read_table(io.BytesIO(_get(s3, result.processed_key)), columns=["source_line", "product_name"])
     assert np.array_equal(table.column("source_line").to_numpy(), np.asarray(clean_lines))
     _, rejected = _rejected_csv(s3, result.rejected_key)

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from include.etl.config import PipelineSettings
-from include.etl.csv_reader import DEFAULT_BATCH_BYTES
 
 DEFAULTS = {
     "raw_bucket": "raw",
@@ -16,7 +15,7 @@ DEFAULTS = {
     "processed_prefix": "processed/orders",
     "rejected_prefix": "rejected/orders",
     "alert_emails": ("data-team@example.com",),
-    "batch_bytes": DEFAULT_BATCH_BYTES,
+    "batch_bytes": 16 << 20,
     "ledger_table": "etl.file_ledger",
     "lookback_days": 3,
     "max_mapped_tasks": 256,

@@ -285,6 +285,24 @@ def _field_text(value: str, quote: bool) -> str:
     return value
 
 
+def _valid_utf8_beyond_ascii(raw: bytes) -> bool:
+    if raw.isascii():
+        return False
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _fallback_rows(f: DirtyFile) -> int:
+    """Rows of the right width whose bytes are not all ASCII, when the file is cp1252."""
+    if f.encoding != "cp1252":
+        return 0
+    width = len(f.header)
+    return sum(1 for r in f.records.values() if len(r.fields) == width and not "".join(r.fields).isascii())
+
+
 @st.composite
 def dirty_files(draw: st.DrawFn, max_rows: int = 25) -> DirtyFile:
     optional = [c for c in COLUMNS if c not in REQUIRED]
@@ -331,7 +349,9 @@ def dirty_files(draw: st.DrawFn, max_rows: int = 25) -> DirtyFile:
         except UnicodeEncodeError:  # not representable in cp1252
             encoding, data = "utf-8", text.encode("utf-8")
         except UnicodeDecodeError:  # a real cp1252 file, invalid as UTF-8
-            pass
+            if any(_valid_utf8_beyond_ascii(f.encode("cp1252")) for r in records for f in r.fields):
+                # A value whose cp1252 bytes are also valid UTF-8 ("Ã©") is read as UTF-8, by design.
+                encoding, data = "utf-8", text.encode("utf-8")
         else:  # also valid UTF-8 (e.g. ASCII): it is read as UTF-8
             encoding, data = "utf-8", text.encode("utf-8")
     batch_bytes = draw(st.sampled_from([256, 4096, 1 << 20]))
@@ -420,21 +440,25 @@ def _check_outcome(
             assert {k: row[k] for k in expected} == expected
 
 
-def _read_and_clean(f: DirtyFile) -> tuple[Any, list[dict[str, Any]], list[tuple[int, str, list[str]]]]:
+def _read_and_clean(
+    f: DirtyFile,
+) -> tuple[Any, list[dict[str, Any]], list[tuple[int, str, list[str]]], list[tuple[int, str, str]]]:
     stream = read_csv(lambda: io.BytesIO(f.data), ORDERS.csv, f.batch_bytes)
     mapping = ORDERS.map_headers(stream.header)
     clean_rows: list[dict[str, Any]] = []
     rejected_rows: list[tuple[int, str, list[str]]] = []
+    malformed: list[tuple[int, str, str]] = []
     rows_read = 0
     for batch in stream.batches:
         rows_read += batch.num_rows
+        malformed += [(m.line, m.text, m.reason) for m in batch.malformed]
         out = clean_batch(batch, stream.header, mapping, ORDERS, "raw/orders/dt=2026-01-02/prop.csv")
         clean_rows += out.clean.to_pylist()
         columns = [c.to_pylist() for c in out.rejected.columns]
         for i in range(out.rejected.num_rows):
             rejected_rows.append((columns[0][i], columns[1][i], [c[i] for c in columns[3:]]))
     assert rows_read == len(clean_rows) + len(rejected_rows)
-    return stream, clean_rows, rejected_rows
+    return stream, clean_rows, rejected_rows, malformed
 
 
 # --- the properties -----------------------------------------------------------------------
@@ -443,15 +467,15 @@ def _read_and_clean(f: DirtyFile) -> tuple[Any, list[dict[str, Any]], list[tuple
 @PROPERTY_SETTINGS
 @given(f=dirty_files())
 def test_read_and_clean_account_for_every_record(f: DirtyFile) -> None:
-    stream, clean_rows, rejected_rows = _read_and_clean(f)
+    stream, clean_rows, rejected_rows, malformed = _read_and_clean(f)
 
     assert stream.header == f.header
-    assert stream.encoding == f.encoding
+    assert stream.encoding == "utf-8"
+    assert stream.stats.fallback_rows == _fallback_rows(f)
     mapping = ORDERS.map_headers(stream.header)
     assert mapping.missing == ()
     assert mapping.index_of == f.positions
-    assert stream.blank_lines == f.blank_lines
-    malformed = [(m.line, m.text, m.reason) for m in stream.malformed]
+    assert stream.stats.blank_lines == f.blank_lines
     _check_outcome(f, clean_rows, rejected_rows, malformed)
 
 
@@ -459,13 +483,17 @@ def test_read_and_clean_account_for_every_record(f: DirtyFile) -> None:
 @given(f=dirty_files(max_rows=8))
 def test_fast_and_exact_paths_agree(f: DirtyFile) -> None:
     """The same rows whether pyarrow reads the file or a malformed last line sends it to the csv module."""
-    _, clean_fast, rejected_fast = _read_and_clean(f)
-    sep = "" if f.text.endswith("\n") else "\n"
-    forced = DirtyFile(**{**f.__dict__, "data": (f.text + sep + "x\n").encode(f.encoding)})
-    stream, clean_exact, rejected_exact = _read_and_clean(forced)
-    assert [m.text for m in stream.malformed][-1] == "x"
+    _, clean_fast, rejected_fast, malformed_fast = _read_and_clean(f)
+    sep = b"" if f.data.endswith(b"\n") else b"\n"
+    # A malformed last row that is not valid UTF-8 sends the file to the exact path (its byte é
+    # is decoded with the fallback, cp1252).
+    forced = DirtyFile(**{**f.__dict__, "data": f.data + sep + b"x\xe9\n"})
+    stream, clean_exact, rejected_exact, malformed_exact = _read_and_clean(forced)
+    assert stream.stats.path == "exact"
+    assert malformed_exact[-1][1:] == ("xé", f"expected {len(f.header)} fields, found 1")
     assert clean_exact == clean_fast
     assert rejected_exact == rejected_fast
+    assert malformed_exact[:-1] == malformed_fast
 
 
 # transform_file end to end: fewer examples, each one a real (moto) upload, transform and read-back.
@@ -494,7 +522,9 @@ def test_transform_file_loads_or_quarantines_every_record(s3: Any, f: DirtyFile)
     assert result.status == "processed"
     assert result.rows_read == result.rows_clean + result.rows_rejected == len(f.records)
     assert result.blank_lines == f.blank_lines
-    assert result.encoding == f.encoding
+    assert result.encoding == "utf-8"
+    fallback = _fallback_rows(f)
+    assert result.reinterpreted == ({"rows decoded as cp1252": fallback} if fallback else {})
     table = pq.read_table(io.BytesIO(s3.get_object(Bucket="processed", Key=result.processed_key)["Body"].read()))
     clean_rows = table.to_pylist()
     assert len(clean_rows) == result.rows_clean

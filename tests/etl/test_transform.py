@@ -99,6 +99,7 @@ def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: Pipeline
         "blank_lines": 1,
         "encoding": "utf-8",
         "extra_columns": ["notes"],
+        "reinterpreted": {},
     }
     _assert_counts_add_up(result)
 
@@ -284,7 +285,8 @@ def test_cp1252_file_reports_encoding(s3: Any, settings: PipelineSettings, contr
     body = "order_id,order_ts,product_name,quantity,unit_price,region\nA,2026-01-02,Café crème,1,€3.50,West\n"
     obj = _put(s3, settings, "latin.csv", body.encode("cp1252"))
     result = transform_file(s3, obj, contract, settings)
-    assert result.encoding == "cp1252"
+    assert result.encoding == "utf-8"
+    assert result.reinterpreted == {"rows decoded as cp1252": 1}
     _assert_counts_add_up(result)
     table = pq.read_table(io.BytesIO(_get(s3, settings, result.processed_key)))
     assert table.column("product_name").to_pylist() == ["Café crème"]
