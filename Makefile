@@ -39,7 +39,8 @@ lock: venv
 		-o benchmarks/requirements-dlt.txt
 
 demo: venv
-	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)")
+	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)") \
+		$(if $(DATASET),--dataset "$(DATASET)")
 
 up: venv
 	$(PY) -m local_stack up --airflow

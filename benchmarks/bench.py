@@ -48,7 +48,7 @@ CLEAN_COLUMNS = (
     "total_price",
     "source_key",
     "source_line",
-    "load_seq",
+    "source_modified",
 )
 
 
@@ -66,7 +66,7 @@ def _config(stack: LocalStack, args: argparse.Namespace, out: Path) -> dict[str,
         "AIRFLOW_VAR_ORDERS_PROCESSED_PREFIX": processed,
         "AIRFLOW_VAR_ORDERS_REJECTED_PREFIX": rejected,
         "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
-        "ORDERS_EVENTS_QUEUE_URL": "",
+        "AIRFLOW_VAR_ORDERS_EVENTS_QUEUE_URL": "",
     }
     return {
         "dsn": postgres.dsn(stack.ports.postgres),

@@ -32,13 +32,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from include.etl.cleaning import clean_batch, output_schema
+from include.etl.cleaning import clean_batch
 from include.etl.contract import load_contract
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
+from include.etl.schema import SOURCE_MODIFIED, output_schema
 from include.etl.storage import RAW_SUFFIXES, partition_prefix
 
 CONTRACT = load_contract("orders")
-LOAD_SEQ = "load_seq"
+KEY = CONTRACT.key[0]  # the orders contract has a one-column key
 # What local_stack/s3.py uses for moto (any key is accepted).
 S3_KEY, S3_REGION = "local", "us-east-1"
 
@@ -126,7 +127,7 @@ def _steps(pipeline: Any) -> dict[str, float]:
 
 def _clean_rows(cfg: dict[str, Any]) -> pa.Table:
     """bench.py's clean.csv (header-less, CLEAN_COLUMNS; COPY's NULL is an unquoted empty field) as Arrow."""
-    schema = output_schema(CONTRACT).append(pa.field(LOAD_SEQ, pa.int64()))
+    schema = output_schema(CONTRACT).append(pa.field(SOURCE_MODIFIED, pa.timestamp("us", tz="UTC")))
     return pacsv.read_csv(
         cfg["clean_csv"],
         read_options=pacsv.ReadOptions(column_names=schema.names),
@@ -143,7 +144,7 @@ def dlt_arrow(cfg: dict[str, Any]) -> dict[str, Any]:
         import dlt
 
         pipeline = _pipeline(cfg, "bench_dlt_arrow")
-        orders = dlt.resource(table, name="orders", write_disposition="merge", primary_key=CONTRACT.key)
+        orders = dlt.resource(table, name="orders", write_disposition="merge", primary_key=KEY)
         started = time.perf_counter()
         info = pipeline.run(orders)
         seconds = time.perf_counter() - started
@@ -194,7 +195,7 @@ def _dlt_csv(cfg: dict[str, Any]) -> dict[str, Any]:
     @dlt.transformer(
         name="orders",
         write_disposition="merge",
-        primary_key=CONTRACT.key,
+        primary_key=KEY,
         # Of a load's rows sharing a key keep the latest (the contract's latest_by); dlt sorts
         # by one column, the pipeline breaks ties by file, then line.
         columns={CONTRACT.latest_by: {"dedup_sort": "desc"}},
@@ -218,7 +219,7 @@ def _dlt_csv(cfg: dict[str, Any]) -> dict[str, Any]:
                 if mapping.missing:
                     continue  # a file without a required column is rejected whole
                 clean = clean_batch(batch, stream.header, mapping, CONTRACT, key).clean
-                keys.append(clean.column(CONTRACT.key))
+                keys.append(clean.column(KEY))
                 yield clean
 
     pipeline = _pipeline(cfg, "bench_dlt_csv")
@@ -247,13 +248,13 @@ def _dlt_csv(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _differing(dsn: str, table: str) -> int:
     """Rows of the pipeline's table (bench_source.orders) that the table lacks or holds with other values."""
-    columns = [c for c in CONTRACT.output_columns if c != CONTRACT.key]
+    columns = [c for c in CONTRACT.output_columns if c != KEY]
     s = ", ".join(f"s.{c}" for c in columns)
     d = ", ".join(f"d.{c}" for c in columns)
     return _sql(
         dsn,
-        f"SELECT count(*) FROM bench_source.orders s LEFT JOIN {table} d USING ({CONTRACT.key}) "
-        f"WHERE d.{CONTRACT.key} IS NULL OR ({s}) IS DISTINCT FROM ({d})",
+        f"SELECT count(*) FROM bench_source.orders s LEFT JOIN {table} d USING ({KEY}) "
+        f"WHERE d.{KEY} IS NULL OR ({s}) IS DISTINCT FROM ({d})",
     )
 
 

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -22,22 +21,27 @@ import pyarrow as pa
 from psycopg import sql
 
 from include.etl import storage
-from include.etl.cleaning import SOURCE_KEY, SOURCE_LINE, clean_batch
-from include.etl.config import PipelineSettings
+from include.etl.cleaning import clean_batch
 from include.etl.contract import load_contract
 from include.etl.csv_reader import RawBatch
-from include.etl.ledger import table_ident
-from include.etl.load import ensure_tables, load_files
+from include.etl.load import load_files, prepare_tables
+from include.etl.results import FileResult
+from include.etl.schema import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
+from include.etl.settings import DatasetSettings
 from include.etl.transform import transform_file
 from local_stack.s3 import client
 
 CONTRACT = load_contract("orders")
+KEY = CONTRACT.key[0]
 COLUMNS = [*CONTRACT.output_columns, SOURCE_KEY, SOURCE_LINE]
 
 
-def settings(cfg: dict[str, Any]) -> PipelineSettings:
-    return PipelineSettings(
-        raw_prefix=cfg["raw_prefix"], processed_prefix=cfg["processed_prefix"], rejected_prefix=cfg["rejected_prefix"]
+def settings(cfg: dict[str, Any]) -> DatasetSettings:
+    return DatasetSettings(
+        dataset="orders",
+        raw_prefix=cfg["raw_prefix"],
+        processed_prefix=cfg["processed_prefix"],
+        rejected_prefix=cfg["rejected_prefix"],
     )
 
 
@@ -47,20 +51,18 @@ def raw_objects(cfg: dict[str, Any]) -> list[storage.RawObject]:
     )[0]
 
 
-def _transform_one(args: tuple[dict[str, Any], str, str, int]) -> dict[str, Any]:
-    cfg, key, etag, size = args
-    result = transform_file(client(cfg["s3_port"]), storage.RawObject(key, etag, size), CONTRACT, settings(cfg))
+def _transform_one(args: tuple[dict[str, Any], storage.RawFile]) -> dict[str, Any]:
+    cfg, raw = args
+    result = transform_file(client(cfg["s3_port"]), storage.RawObject.from_dict(raw), CONTRACT, settings(cfg))
     return result.to_dict()
 
 
 def ours(cfg: dict[str, Any]) -> dict[str, Any]:
     """The DAG's own code path: transform files in parallel (as mapped tasks), then one load."""
-    from include.etl.transform import FileResult
-
     objects = raw_objects(cfg)
     started = time.perf_counter()
     with ProcessPoolExecutor(cfg["workers"]) as pool:
-        results = list(pool.map(_transform_one, [(cfg, o.key, o.etag, o.size) for o in objects]))
+        results = list(pool.map(_transform_one, [(cfg, o.to_dict()) for o in objects]))
     transformed = time.perf_counter()
     with psycopg.connect(cfg["dsn"]) as conn:
         report = load_files(
@@ -68,7 +70,7 @@ def ours(cfg: dict[str, Any]) -> dict[str, Any]:
             client(cfg["s3_port"]),
             CONTRACT,
             settings(cfg),
-            [FileResult(**r) for r in results],
+            [FileResult.from_dict(r) for r in results],
             "bench",
             connect=lambda: psycopg.connect(cfg["dsn"]),
         )
@@ -87,10 +89,10 @@ def ours(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def table_checksum(conn: psycopg.Connection) -> str:
-    """md5 of the loaded rows in key order (every column but load_seq and loaded_at)."""
+    """md5 of the loaded rows in key order (every column but the upload and load times)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
     query = sql.SQL("SELECT md5(string_agg(md5(row({})::text), '' ORDER BY {})) FROM {}").format(
-        cols, sql.Identifier(CONTRACT.key), table_ident(CONTRACT.table)
+        cols, sql.Identifier(KEY), table_ident(CONTRACT.table)
     )
     return conn.execute(query).fetchone()[0]
 
@@ -98,9 +100,8 @@ def table_checksum(conn: psycopg.Connection) -> str:
 def _empty_table(conn: psycopg.Connection, schema: str) -> str:
     table = f"{schema}.orders"
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-    with conn.cursor() as cur:
-        ensure_tables(cur, replace(CONTRACT, table=table), PipelineSettings(ledger_table=f"{schema}.ledger"))
     conn.commit()
+    prepare_tables(conn, CONTRACT.model_copy(update={"table": table, "ledger_table": f"{schema}.ledger"}))
     return table
 
 
@@ -108,7 +109,7 @@ def copy_limit(cfg: dict[str, Any]) -> dict[str, Any]:
     """Bare COPY FROM STDIN of the already-clean rows into an identical, empty keyed table."""
     with psycopg.connect(cfg["dsn"]) as conn:
         table = _empty_table(conn, "bench_copy")
-        cols = [*COLUMNS, "load_seq"]
+        cols = [*COLUMNS, SOURCE_MODIFIED]
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             table_ident(table), sql.SQL(", ").join(map(sql.Identifier, cols))
         )
@@ -154,10 +155,10 @@ def to_sql(cfg: dict[str, Any]) -> dict[str, Any]:
         batch = RawBatch(columns, pa.array(range(2, len(df) + 2)).to_numpy())
         cleaned = clean_batch(batch, header, CONTRACT.map_headers(header), CONTRACT, o.key)
         frames.append(cleaned.clean.to_pandas())
-    frame = pd.concat(frames).drop_duplicates(subset=["order_id"], keep="last")
+    frame = pd.concat(frames).drop_duplicates(subset=[KEY], keep="last")
     for column in ("unit_price", "total_price"):  # Decimal objects would be bound as text
         frame[column] = frame[column].astype(float)
-    frame["load_seq"] = 1
+    frame[SOURCE_MODIFIED] = pd.Timestamp("2026-01-15", tz="UTC")
     frame.to_sql("orders", engine, schema="bench_tosql", if_exists="append", index=False, chunksize=10_000)
     return {"rows": rows, "unit": "raw rows", "seconds": time.perf_counter() - started}
 
@@ -170,14 +171,14 @@ def insert_rows(cfg: dict[str, Any]) -> dict[str, Any]:
         table = _empty_table(conn, "bench_insert")
         cur = conn.execute(
             sql.SQL("SELECT {} FROM bench_source.orders LIMIT %s").format(
-                sql.SQL(", ").join(map(sql.Identifier, [*COLUMNS, "load_seq"]))
+                sql.SQL(", ").join(map(sql.Identifier, [*COLUMNS, SOURCE_MODIFIED]))
             ),
             (cfg["subset_rows"],),
         )
         rows = cur.fetchall()
     hook = PostgresHook(postgres_conn_id="bench")
     started = time.perf_counter()
-    hook.insert_rows(table, rows, target_fields=[*COLUMNS, "load_seq"], commit_every=1000)
+    hook.insert_rows(table, rows, target_fields=[*COLUMNS, SOURCE_MODIFIED], commit_every=1000)
     return {"rows": len(rows), "unit": "clean rows", "seconds": time.perf_counter() - started}
 
 
@@ -224,7 +225,9 @@ def dag(cfg: dict[str, Any]) -> dict[str, Any]:
     tasks = _task_stats(cfg)
     noop_seconds = _dags_test(cfg)
     with psycopg.connect(cfg["dsn"]) as conn:
-        rows, files = conn.execute("SELECT coalesce(sum(rows_read), 0), count(*) FROM etl.file_ledger").fetchone()
+        rows, files = conn.execute(
+            "SELECT coalesce(sum(rows_read), 0), count(*) FROM etl.orders_file_ledger WHERE status = 'loaded'"
+        ).fetchone()
     return {
         "rows": int(rows),
         "unit": "raw rows",
@@ -240,7 +243,7 @@ def transform_memory(cfg: dict[str, Any]) -> dict[str, Any]:
     """One file through the transform alone (for peak RSS against file size)."""
     o = next(o for o in raw_objects(cfg) if o.key.endswith(cfg["file"]))
     started = time.perf_counter()
-    result = _transform_one((cfg, o.key, o.etag, o.size))
+    result = _transform_one((cfg, o.to_dict()))
     return {"rows": result["rows_read"], "unit": "raw rows", "seconds": time.perf_counter() - started}
 
 

@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="seed sample (or your) CSVs, run the DAG per date, print a summary")
     demo.add_argument("--data", help="folder of your CSV files (instead of the sample)")
     demo.add_argument("--date", help="partition date for --data (YYYY-MM-DD)")
+    demo.add_argument("--dataset", default="orders", help="the dataset (contract) --data belongs to")
     args = parser.parse_args(argv)
     return stack.COMMANDS[args.command](args)
 

@@ -9,23 +9,46 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from local_stack import processes, s3, settings
-from local_stack.config import AIRFLOW_DB, DB_USER, PROJECT_ROOT, Ports, StackPaths
+from local_stack.config import AIRFLOW_DB, DB_USER, PROJECT_ROOT, Ports, StackPaths, datasets
 
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def fernet_key(paths: StackPaths) -> str:
+    """The stack's key for encrypting connections and trigger arguments in the metadata DB.
+
+    Generated once per state folder, so every Airflow process of the stack (services, `dags test`,
+    tests) reads what the others wrote.
+    """
+    path = paths.airflow_home / "fernet.key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        # A state folder made before this file existed: keep the key Airflow wrote into airflow.cfg.
+        cfg = paths.airflow_home / "airflow.cfg"
+        found = re.search(r"^fernet_key\s*=\s*(\S+)\s*$", cfg.read_text(), re.M) if cfg.exists() else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(found.group(1) if found else Fernet.generate_key().decode(), encoding="ascii")
+        path.chmod(0o600)
+    return path.read_text(encoding="ascii").strip()
 
 
 def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
     """The full environment for Airflow commands and for DAG tests on the local stack."""
     venv_bin = str(Path(sys.executable).parent)
     env = {
+        "AIRFLOW__CORE__FERNET_KEY": fernet_key(paths),
         "AIRFLOW_HOME": str(paths.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The local stack's DAGs are ready to run: an upload starts a run without unpausing first.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(max(2, os.cpu_count() or 2) * 2),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
@@ -38,12 +61,13 @@ def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
-        "ORDERS_EVENTS_QUEUE_URL": s3.events_queue_url(ports.s3),
         "PYTHONPATH": str(PROJECT_ROOT),
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "NO_PROXY": "*",
         "no_proxy": "*",
     }
+    for dataset in datasets():  # one SQS queue of S3 notifications per dataset (a parse-time setting)
+        env[f"AIRFLOW_VAR_{dataset.upper()}_EVENTS_QUEUE_URL"] = s3.events_queue_url(ports.s3, dataset)
     env.update(settings.airflow_env(ports))
     return env
 

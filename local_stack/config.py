@@ -16,9 +16,21 @@ WAREHOUSE_DB = "warehouse"
 AIRFLOW_DB = "airflow"
 DB_USER = "etl"
 BUCKETS = ("raw", "processed")
-RAW_PREFIX = "raw/orders"
-EVENTS_QUEUE = "orders-raw-events"
 REGION = "us-east-1"
+
+
+def datasets() -> list[str]:
+    """The datasets of the project: one per contract file in include/contracts/."""
+    return [p.stem for p in sorted((PROJECT_ROOT / "include" / "contracts").glob("*.yml"))]
+
+
+def raw_prefix(dataset: str) -> str:
+    return f"raw/{dataset}"
+
+
+def events_queue(dataset: str) -> str:
+    """The SQS queue of a dataset's S3 notifications (one per dataset: a message has one consumer)."""
+    return f"{dataset}-raw-events"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The demo's printed summary: per-file reconciliation, table counts, objects, emails."""
+"""The demo's printed summary: per-file reconciliation per dataset, tables, objects, emails."""
 
 from __future__ import annotations
 
@@ -8,62 +8,74 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from include.etl.contract import load_contract
+from include.etl.schema import table_ident
 from local_stack import postgres
 from local_stack.config import BUCKETS
 
 
-def _ledger_rows(conn: psycopg.Connection, days: list[str]) -> list[tuple[Any, ...]]:
+def _ledger_rows(conn: psycopg.Connection, ledger: str, prefix: str, days: list[str]) -> list[tuple[Any, ...]]:
     return conn.execute(
-        """
-        SELECT source_key, status, rows_read, rows_loaded, rows_rejected, rows_duplicate, reason
-        FROM etl.file_ledger
-        WHERE source_key LIKE ANY(%s)
-        ORDER BY source_key
-        """,
-        ([f"raw/orders/dt={d}/%" for d in days],),
+        sql.SQL(
+            "SELECT source_key, status, rows_read, rows_loaded, rows_rejected, rows_duplicate, reason, "
+            "reinterpreted::text FROM {} WHERE source_key LIKE ANY(%s) AND status <> 'superseded' ORDER BY source_key"
+        ).format(table_ident(ledger)),
+        ([f"{prefix}/dt={d}/%" for d in days],),
     ).fetchall()
 
 
-def print_summary(stack: Any, days: list[str], log: Path) -> None:
-    with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn:
-        rows = _ledger_rows(conn, days)
-        orders = conn.execute("SELECT count(*), count(DISTINCT order_date) FROM analytics.orders").fetchone()
-        ledger = conn.execute("SELECT count(*) FROM etl.file_ledger").fetchone()
-    print("\nPer file (from the ledger etl.file_ledger): read = loaded + rejected + duplicates")
-    print(f"  {'file':58} {'status':9} {'read':>6} {'loaded':>6} {'rejected':>8} {'dups':>5}")
-    for key, status, read, loaded, rejected, dups, reason in rows:
-        print(f"  {key:58} {status:9} {read:6} {loaded:6} {rejected:8} {dups:5}")
-        if reason:
-            print(f"      reason: {reason}")
-    if rows:
-        t = [sum(r[i] for r in rows) for i in range(2, 6)]
-        print(f"  {'total':58} {'':9} {t[0]:6} {t[1]:6} {t[2]:8} {t[3]:5}")
-    print(
-        f"\nTables: analytics.orders has {orders[0]} rows over {orders[1]} order dates; "
-        f"etl.file_ledger has {ledger[0]} files."
-    )
+def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def print_summary(stack: Any, days_by_dataset: dict[str, list[str]], log: Path) -> None:
     client = stack.s3()
-    bucket = BUCKETS[1]
-    for zone in ("processed", "rejected"):
-        keys = [
-            o["Key"]
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{zone}/orders/")
-            for o in page.get("Contents", [])
-        ]
-        example = keys[0] if keys else "-"
-        print(f"{zone.capitalize():9} objects: {len(keys)} in s3://{bucket}/{zone}/orders/ (e.g. {example})")
+    with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn:
+        for dataset, days in days_by_dataset.items():
+            contract = load_contract(dataset)
+            rows = _ledger_rows(conn, contract.ledger_table, f"raw/{dataset}", days)
+            count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(contract.table))).fetchone()
+            files = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(table_ident(contract.ledger_table))
+            ).fetchone()
+            print(f"\n{dataset}: per file, from the ledger {contract.ledger_table} (read = loaded + rejected + dups)")
+            print(f"  {'file':60} {'status':10} {'read':>6} {'loaded':>6} {'rejected':>8} {'dups':>5}")
+            for key, status, read, loaded, rejected, dups, reason, reinterpreted in rows:
+                print(f"  {key:60} {status:10} {read:6} {loaded:6} {rejected:8} {dups:5}")
+                if reason:
+                    print(f"      reason: {reason}")
+                if reinterpreted and reinterpreted != "{}":
+                    print(f"      reinterpreted: {reinterpreted}")
+            if rows:
+                t = [sum(r[i] for r in rows) for i in range(2, 6)]
+                print(f"  {'total':60} {'':10} {t[0]:6} {t[1]:6} {t[2]:8} {t[3]:5}")
+            print(
+                f"  Table {contract.table} has {count[0]} rows; {contract.ledger_table} has {files[0]} file versions."
+            )
+            bucket = BUCKETS[1]
+            for zone in ("processed", "rejected"):
+                keys = _keys(client, bucket, f"{zone}/{dataset}/")
+                example = keys[0] if keys else "-"
+                print(
+                    f"  {zone.capitalize():9} objects: {len(keys)} in s3://{bucket}/{zone}/{dataset}/ (e.g. {example})"
+                )
     mails = sorted(stack.paths.mailbox.glob("*.eml"))
-    print(f"Emails:   {len(mails)} in {stack.paths.mailbox}")
-    for path in mails[-len(days) :]:
+    print(f"\nEmails: {len(mails)} in {stack.paths.mailbox}")
+    for path in mails[-sum(len(d) for d in days_by_dataset.values()) :]:
         msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
         print(f"  {path.name}: {msg['subject']}")
     p = stack.ports
     print(f"\nDAG run logs: {log}")
-    query = "select region, count(*), sum(total_price) from analytics.orders group by 1"
+    query = (
+        "select c.segment, count(*), sum(o.total_price) "
+        "from analytics.orders o join analytics.customers c using (customer_id) group by 1"
+    )
     print(f"Query the tables:  make psql ARGS=\"-c '{query}'\"")
     print(
         f"S3 endpoint:       http://127.0.0.1:{p.s3} (any access key), e.g. "
-        f"aws --endpoint-url http://127.0.0.1:{p.s3} s3 ls s3://{bucket}/ --recursive"
+        f"aws --endpoint-url http://127.0.0.1:{p.s3} s3 ls s3://{BUCKETS[1]}/ --recursive"
     )
     print("Airflow UI:        make up   |   stop everything: make down")

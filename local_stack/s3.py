@@ -12,13 +12,13 @@ from typing import Any
 import boto3
 
 from local_stack import processes
-from local_stack.config import BUCKETS, EVENTS_QUEUE, RAW_PREFIX, REGION, StackPaths
+from local_stack.config import BUCKETS, REGION, StackPaths, datasets, events_queue, raw_prefix
 
 MOTO_ACCOUNT = "123456789012"  # moto's default account id
 
 
-def events_queue_url(port: int) -> str:
-    return f"http://127.0.0.1:{port}/{MOTO_ACCOUNT}/{EVENTS_QUEUE}"
+def events_queue_url(port: int, dataset: str) -> str:
+    return f"http://127.0.0.1:{port}/{MOTO_ACCOUNT}/{events_queue(dataset)}"
 
 
 def client(port: int, service: str = "s3") -> Any:
@@ -44,18 +44,19 @@ def start(paths: StackPaths, port: int) -> None:
 
 
 def _notify_on_new_raw_files(s3: Any, sqs: Any) -> None:
-    """S3 ObjectCreated notifications for raw CSVs go to an SQS queue (as in AWS)."""
-    url = sqs.create_queue(QueueName=EVENTS_QUEUE)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    """S3 notifications for each dataset's raw prefix go to that dataset's SQS queue (as in AWS)."""
+    configs = []
+    for dataset in datasets():
+        url = sqs.create_queue(QueueName=events_queue(dataset))["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        configs.append(
+            {
+                "Id": f"{dataset}-raw",
+                "QueueArn": arn,
+                "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{raw_prefix(dataset)}/"}]}},
+            }
+        )
     s3.put_bucket_notification_configuration(
-        Bucket=BUCKETS[0],
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{RAW_PREFIX}/"}]}},
-                }
-            ]
-        },
+        Bucket=BUCKETS[0], NotificationConfiguration={"QueueConfigurations": configs}
     )

@@ -11,12 +11,16 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from local_stack import airflow, mailbox, postgres, processes, s3
-from local_stack.config import BUCKETS, DEFAULT_STATE_DIR, Ports, StackPaths
-from local_stack.sample_orders import generate
+from local_stack import airflow, mailbox, postgres, processes, s3, sample_customers, sample_orders
+from local_stack.config import BUCKETS, DEFAULT_STATE_DIR, Ports, StackPaths, datasets, raw_prefix
 
-DAG_ID = "orders_pipeline"
 SAMPLE_DAYS = [date(2026, 11, 24) + timedelta(days=i) for i in range(3)]
+# The demo's sample data per dataset: {day: {file name: bytes}}.
+SAMPLES = {"orders": sample_orders.generate, "customers": sample_customers.generate}
+
+
+def dag_id(dataset: str) -> str:
+    return f"{dataset}_pipeline"
 
 
 class LocalStack:
@@ -56,19 +60,19 @@ class LocalStack:
     def s3(self) -> Any:
         return s3.client(self.ports.s3)
 
-    def seed(self, files: dict[str, dict[str, bytes]]) -> list[str]:
-        """Upload {day: {name: bytes}} to the raw zone; returns the keys."""
+    def seed(self, files: dict[str, dict[str, bytes]], dataset: str = "orders") -> list[str]:
+        """Upload {day: {name: bytes}} to a dataset's raw zone; returns the keys."""
         client, keys = self.s3(), []
         for day, named in files.items():
             for name, body in sorted(named.items()):
-                key = f"raw/orders/dt={day}/{name}"
+                key = f"{raw_prefix(dataset)}/dt={day}/{name}"
                 client.put_object(Bucket=BUCKETS[0], Key=key, Body=body)
                 keys.append(key)
         return keys
 
-    def run_dag(self, day: str, log: Path) -> int:
+    def run_dag(self, dataset: str, day: str, log: Path) -> int:
         """One `airflow dags test` run for a partition; output goes to log. Returns its exit code."""
-        result = airflow.run(["dags", "test", DAG_ID, "--conf", json.dumps({"day": day})], self.env)
+        result = airflow.run(["dags", "test", dag_id(dataset), "--conf", json.dumps({"day": day})], self.env)
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as fh:
             fh.write(result.stdout + result.stderr)
@@ -118,27 +122,35 @@ def _user_files(folder: str, day: str) -> dict[str, dict[str, bytes]]:
 
 def _demo(args: argparse.Namespace) -> int:
     if bool(args.data) != bool(args.date):
-        raise SystemExit("use DATA and DATE together: make demo DATA=path/to/csvs DATE=2026-11-24")
-    files = _user_files(args.data, args.date) if args.data else generate(SAMPLE_DAYS)
+        raise SystemExit("use DATA and DATE together: make demo DATA=path/to/csvs DATE=2026-11-24 [DATASET=orders]")
+    if args.dataset not in datasets():
+        raise SystemExit(f"unknown dataset {args.dataset!r}: the contracts are {', '.join(datasets())}")
+    if args.data:
+        batches = {args.dataset: _user_files(args.data, args.date)}
+    else:
+        batches = {dataset: SAMPLES[dataset](SAMPLE_DAYS) for dataset in datasets() if dataset in SAMPLES}
     stack = LocalStack()
     started = time.monotonic()
     print("Starting the local stack (PostgreSQL, S3, SMTP) and migrating Airflow's metadata DB ...")
     stack.start()
-    keys = stack.seed(files)
-    print(f"Seeded {len(keys)} raw CSV files into s3://{BUCKETS[0]}/raw/orders/ for {', '.join(files)}")
+    for dataset, files in batches.items():
+        keys = stack.seed(files, dataset)
+        print(f"Seeded {len(keys)} raw CSV files into s3://{BUCKETS[0]}/{raw_prefix(dataset)}/ for {', '.join(files)}")
     log = stack.paths.logs / "demo-dag-runs.log"
-    failed_days = []
-    for day in files:
-        t0 = time.monotonic()
-        code = stack.run_dag(day, log)
-        print(f"  DAG {DAG_ID} for dt={day}: {'ok' if code == 0 else 'FAILED'} in {time.monotonic() - t0:.1f}s")
-        if code != 0:
-            failed_days.append(day)
+    failed = []
+    for dataset, files in batches.items():
+        for day in files:
+            t0 = time.monotonic()
+            code = stack.run_dag(dataset, day, log)
+            outcome = "ok" if code == 0 else "FAILED"
+            print(f"  DAG {dag_id(dataset)} for dt={day}: {outcome} in {time.monotonic() - t0:.1f}s")
+            if code != 0:
+                failed.append((dataset, day))
     from local_stack.report import print_summary
 
-    print_summary(stack, list(files), log)
+    print_summary(stack, {dataset: list(files) for dataset, files in batches.items()}, log)
     print(f"\nDone in {time.monotonic() - started:.0f}s.")
-    return 1 if failed_days else 0
+    return 1 if failed else 0
 
 
 COMMANDS = {"up": _up, "down": _down, "status": _status, "env": _env, "demo": _demo}

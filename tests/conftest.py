@@ -32,8 +32,9 @@ _STATE = Path(tempfile.mkdtemp(prefix="orders-etl-tests-"))
 os.chmod(_STATE, 0o755)
 _STACK = LocalStack(_STATE, Ports(postgres=_free_port(), s3=_free_port(), smtp=_free_port(), airflow=_free_port()))
 os.environ.update(_STACK.env)
-# Retry quickly in tests (the DAG keeps its retries; only the wait shrinks).
-os.environ["ORDERS_RETRY_DELAY_SECONDS"] = "0"
+# Retry quickly in tests (the DAGs keep their retries; only the wait shrinks).
+for _dataset in ("orders", "customers"):
+    os.environ[f"AIRFLOW_VAR_{_dataset.upper()}_RETRY_DELAY_SECONDS"] = "0"
 _started = False
 # moto's in-process HTTP server (tests/helpers.py) logs every request at INFO.
 logging.getLogger("werkzeug").setLevel(logging.WARNING)

@@ -1,45 +1,78 @@
-"""Apply a data contract to one batch of raw strings.
+"""Apply a data contract to one batch of raw strings: typed values or a reason per row.
 
-Every rule is vectorized (pyarrow compute; pandas for timestamp formats). Each column
-yields typed values and, per row, a rejection reason or null. A row with any reason
-is rejected with all its reasons and its original values; the others are clean.
+Every rule is vectorized (pyarrow compute; pandas for date and time formats). Each column has
+a cleaner for its type that yields typed values and, per row, a rejection reason or null; the
+contract's `reject_row` expectations add theirs; a row with any reason is rejected with all of
+them and its original values. A value PostgreSQL could not store (a NUL character, a key too
+long for its index) is a rejected row here, so the load never fails on data. File-level
+expectations (`quarantine_file`, `warn`) are counted on the clean rows for the transform to judge.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.etl.contract import Column, Contract, Derived, HeaderMapping
+from include.etl.contract import (
+    ROW_EXPECTATIONS,
+    Between,
+    Column,
+    Contract,
+    Derived,
+    HeaderMapping,
+    InSet,
+    LengthBetween,
+    MatchRegex,
+    NotInSet,
+    NotNull,
+)
 from include.etl.csv_reader import RawBatch
+from include.etl.schema import (
+    SOURCE_KEY,
+    SOURCE_LINE,
+    arrow_type,
+    output_schema,
+    rejected_schema,
+)
 
-SOURCE_KEY = "source_key"
-SOURCE_LINE = "source_line"
-REJECT_REASON = "reject_reason"
-
-_INT_RE = r"^[+-]?\d{1,18}(\.0*)?$"
-_DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d+)(?:\.(?P<frac>\d*))?$"
+# Whole numbers: an optional sign, digits, an optional all-zero fraction ("3", "+3", "3.00").
+_INT_RE = r"^(?P<sign>[+-]?)0*(?P<digits>\d{1,19})(?:\.0*)?$"
+_INT64_MAX = "9223372036854775807"
+_DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d*)(?:\.(?P<frac>\d*))?$"
 # A currency sign before or after the number, with optional space: "$ 12.50", "12,50 €" (then rejected).
 _LEADING_CURRENCY = r"^([+-]?)\s*[$€£]\s*"
 _TRAILING_CURRENCY = r"\s*[$€£]$"
 # pandas' ISO8601 parser also takes "2026" or "20260102"; a timestamp must at least spell out a date.
 _ISO_DATE_PREFIX = r"^\d{4}-\d{1,2}-\d{1,2}"
+_ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+# An explicit offset or Z at the end of a timestamp: the value names its own instant.
+_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
 # Thousands separators are accepted only in groups of three ("1,234.50", not "3,00").
 _THOUSANDS_RE = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+# PostgreSQL's btree indexes hold at most ~2700 bytes per entry: a longer key cannot be stored.
+MAX_KEY_BYTES = 2000
 
 
 @dataclass(frozen=True)
 class CleanBatch:
-    """The outcome of cleaning one batch: clean rows and rejected rows."""
+    """The outcome of cleaning one batch: clean rows, rejected rows, file-level expectation counts.
+
+    `unmet[i]` is (rows that do not meet file-level expectation i, rows it was evaluated on), in
+    the order of `file_expectations(contract)`.
+    """
 
     clean: pa.Table
     rejected: pa.Table
+    unmet: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -48,41 +81,9 @@ class _Result:
     reason: pa.Array  # string, null where the value is fine
 
 
-def arrow_type(column: Column | Derived) -> pa.DataType:
-    """The Arrow type a contract column is stored as in processed Parquet."""
-    return {
-        "text": pa.string(),
-        "timestamp": pa.timestamp("us", tz="UTC"),
-        "integer": pa.int32(),
-        "decimal": pa.decimal128(column.precision, column.scale),
-        "date": pa.date32(),
-    }[column.type]
-
-
-def output_schema(contract: Contract) -> pa.Schema:
-    """Schema of processed Parquet files: contract columns, derived columns, lineage."""
-    fields = [pa.field(c.name, arrow_type(c), nullable=not c.rejects_blank) for c in contract.columns]
-    fields += [pa.field(d.name, arrow_type(d)) for d in contract.derived]
-    fields += [pa.field(SOURCE_KEY, pa.string(), nullable=False), pa.field(SOURCE_LINE, pa.int64(), nullable=False)]
-    return pa.schema(fields)
-
-
-def rejected_schema(header: list[str]) -> pa.Schema:
-    """Schema of rejected-row files: line, reason, the raw record if malformed, original columns."""
-    # Unique across our own columns too: a re-dropped rejected file has them in its header.
-    names = _unique([SOURCE_LINE, REJECT_REASON, "raw_record", *header])
-    return pa.schema([pa.field(n, pa.int64() if n == SOURCE_LINE else pa.string()) for n in names])
-
-
-def _unique(header: list[str]) -> list[str]:
-    """Header names made unique (`a`, `a` -> `a`, `a_2`) so they can be table columns."""
-    seen: dict[str, int] = {}
-    out = []
-    for h in header:
-        name = h or "unnamed"
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return out
+def file_expectations(contract: Contract) -> list[Any]:
+    """The contract's expectations judged per file (quarantine_file, warn), in contract order."""
+    return [e for e in contract.expectations if e.severity != "reject_row"]
 
 
 def clean_batch(
@@ -96,11 +97,15 @@ def clean_batch(
             raw = batch.columns[mapping.index_of[col.name]]
         else:
             raw = pa.nulls(n, pa.string()).fill_null("")
-        results[col.name] = _clean_column(col, raw, contract.csv.null_values)
+        results[col.name] = _clean_column(col, raw, contract)
     for d in contract.derived:
-        results[d.name] = _derive(d, results)
-
+        results[d.name] = _derive(d, results, contract)
     reasons = [r.reason for r in results.values()]
+    for e in contract.expectations:
+        if e.severity == "reject_row" and isinstance(e, ROW_EXPECTATIONS):
+            unmet = _unmet(e, results[e.column].values)  # type: ignore[union-attr]
+            reasons.append(_reason(unmet, _describe(e, "{v}"), results[e.column].values))  # type: ignore[union-attr]
+
     bad = np.zeros(n, dtype=bool)
     for r in reasons:
         bad |= r.is_valid().to_numpy(zero_copy_only=False)
@@ -117,7 +122,15 @@ def clean_batch(
     rejected = _rejected_table(
         header, [c.take(pa.array(bad_idx)) for c in batch.columns], batch.lines[bad_idx], reason_text
     )
-    return CleanBatch(clean, rejected)
+    unmet_counts = []
+    for e in file_expectations(contract):
+        if isinstance(e, ROW_EXPECTATIONS):
+            values = clean.column(e.column).combine_chunks()  # type: ignore[union-attr]
+            evaluated = len(values) if isinstance(e, NotNull) else len(values) - values.null_count
+            unmet_counts.append((int(pc.sum(_unmet(e, values)).as_py() or 0), evaluated))
+        else:
+            unmet_counts.append((0, kept))  # row counts are judged on the whole file
+    return CleanBatch(clean, rejected, unmet_counts)
 
 
 def _rejected_table(header: list[str], columns: list[pa.Array], lines: np.ndarray, reasons: list[str]) -> pa.Table:
@@ -128,7 +141,7 @@ def _rejected_table(header: list[str], columns: list[pa.Array], lines: np.ndarra
 
 
 def malformed_table(header: list[str], lines: list[int], texts: list[str], reasons: list[str]) -> pa.Table:
-    """Rejected rows for records that could not be split into the header's fields."""
+    """Rejected rows for records that could not be split into the header's fields (or decoded)."""
     schema = rejected_schema(header)
     n = len(lines)
     arrays = [pa.array(lines, pa.int64()), pa.array(reasons, pa.string()), pa.array(texts, pa.string())]
@@ -139,6 +152,86 @@ def malformed_table(header: list[str], lines: list[int], texts: list[str], reaso
 def whole_file_rejected(batch: RawBatch, header: list[str], reason: str) -> pa.Table:
     """Every row of a batch rejected with one file-level reason."""
     return _rejected_table(header, batch.columns, batch.lines, [reason] * batch.num_rows)
+
+
+# --- expectations on typed values ------------------------------------------------------------
+
+
+def _unmet(e: Any, values: pa.Array) -> pa.Array:
+    """Per row: True where the value does not meet the expectation (nulls meet all but not_null)."""
+    if isinstance(e, NotNull):
+        return pc.is_null(values)
+    if isinstance(e, Between):
+        out = pa.array(np.zeros(len(values), dtype=bool))
+        for bound, op in ((e.min_value, pc.less), (e.max_value, pc.greater)):
+            if bound is not None:
+                out = pc.or_(out, op(values, _scalar(bound, values.type)).fill_null(False))
+        return out
+    if isinstance(e, InSet | NotInSet):
+        member = pc.is_in(values, value_set=pa.array([_as_type(v, values.type) for v in e.value_set], values.type))
+        member = member.fill_null(not isinstance(e, InSet))
+        return pc.invert(member) if isinstance(e, InSet) else pc.and_(member, pc.is_valid(values))
+    if isinstance(e, MatchRegex):
+        return pc.invert(pc.match_substring_regex(values, e.regex).fill_null(True))
+    if isinstance(e, LengthBetween):
+        length = pc.utf8_length(values)
+        out = pa.array(np.zeros(len(values), dtype=bool))
+        if e.min_value is not None:
+            out = pc.or_(out, pc.less(length, e.min_value).fill_null(False))
+        if e.max_value is not None:
+            out = pc.or_(out, pc.greater(length, e.max_value).fill_null(False))
+        return out
+    raise TypeError(f"not a row expectation: {e!r}")
+
+
+def _describe(e: Any, value: str) -> str:
+    """A reason that names the rule a value broke."""
+    col = e.column
+    if isinstance(e, NotNull):
+        return f"{col} is empty (expect_column_values_to_not_be_null)"
+    if isinstance(e, Between):
+        bounds = ", ".join(p for p in (_bound("at least", e.min_value), _bound("at most", e.max_value)) if p)
+        return f"{col} {value} is not {bounds} (expect_column_values_to_be_between)"
+    if isinstance(e, InSet):
+        return f"{col} '{value}' is not one of {', '.join(map(str, e.value_set))} (expect_column_values_to_be_in_set)"
+    if isinstance(e, NotInSet):
+        return f"{col} '{value}' is one of {', '.join(map(str, e.value_set))} (expect_column_values_to_not_be_in_set)"
+    if isinstance(e, MatchRegex):
+        return f"{col} '{value}' does not match {e.regex} (expect_column_values_to_match_regex)"
+    bounds = ", ".join(p for p in (_bound("at least", e.min_value), _bound("at most", e.max_value)) if p)
+    return f"{col} '{value}' is not {bounds} characters long (expect_column_value_lengths_to_be_between)"
+
+
+def describe_expectation(e: Any) -> str:
+    """The expectation in a few words, for summaries."""
+    column = getattr(e, "column", None)
+    parts = [e.expectation.removeprefix("expect_")]
+    if column:
+        parts.append(f"({column})")
+    for name in ("min_value", "max_value", "value_set", "regex"):
+        value = getattr(e, name, None)
+        if value is not None:
+            parts.append(f"{name.removesuffix('_value')}={value!r}" if name != "value_set" else f"in {list(value)}")
+    return " ".join(parts)
+
+
+def _bound(word: str, value: Any) -> str:
+    return f"{word} {value}" if value is not None else ""
+
+
+def _scalar(value: Any, kind: pa.DataType) -> pa.Scalar:
+    return pa.scalar(_as_type(value, kind), kind)
+
+
+def _as_type(value: Any, kind: pa.DataType) -> Any:
+    if pa.types.is_decimal(kind):
+        return Decimal(str(value))
+    if pa.types.is_timestamp(kind):
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if pa.types.is_date(kind):
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+    return value
 
 
 # --- column rules -------------------------------------------------------------------
@@ -160,48 +253,69 @@ def _reason(mask: pa.Array | np.ndarray, template: str, values: pa.Array | None 
     return pc.replace_with_mask(pa.nulls(len(mask), pa.string()), mask, text)
 
 
-def _first_reason(*reasons: pa.Array) -> pa.Array:
-    out = reasons[0]
-    for r in reasons[1:]:
+def _first_reason(*reasons: pa.Array | None) -> pa.Array:
+    present = [r for r in reasons if r is not None]
+    out = present[0]
+    for r in present[1:]:
         out = pc.coalesce(out, r)
     return out
 
 
-def _clean_column(col: Column, raw: pa.Array, null_values: tuple[str, ...]) -> _Result:
+Cleaner = Callable[[Column, pa.Array, pa.Array, Contract], tuple[pa.Array, pa.Array]]
+
+
+def _clean_column(col: Column, raw: pa.Array, contract: Contract) -> _Result:
     trimmed = pc.utf8_trim_whitespace(raw)
-    blank = pc.is_in(trimmed, value_set=pa.array(list(null_values), pa.string()))
+    blank = pc.is_in(trimmed, value_set=pa.array(list(contract.csv.null_values), pa.string()))
     blank_np = blank.to_numpy(zero_copy_only=False)
     blank_reason = _reason(blank, f"{col.name} is blank") if col.rejects_blank else pa.nulls(len(raw), pa.string())
     present = pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
-    values, reason = {
-        "text": _text,
-        "integer": _integer,
-        "decimal": _decimal,
-        "timestamp": _timestamp,
-    }[col.type](col, present, raw)
-    if not col.rejects_blank and col.type == "text":
-        values = pc.if_else(blank, pa.scalar(col.on_blank), values)
-    if not col.rejects_blank and col.type != "text":
-        fill = pa.scalar(col.on_blank).cast(values.type) if col.on_blank not in ("", "null") else None
-        values = pc.fill_null(values, fill) if fill is not None else values
+    values, reason = CLEANERS[col.type](col, present, raw, contract)
+    nul = pc.match_substring(raw, "\x00").fill_null(False)
+    if pc.any(nul).as_py():
+        # PostgreSQL text cannot hold U+0000: the row is rejected, never the load.
+        reason = pc.coalesce(
+            _reason(nul, f"{col.name} contains a NUL character (0x00), which PostgreSQL cannot store"), reason
+        )
+    if col.name in contract.key and col.type == "text":
+        too_long = pc.greater(pc.binary_length(values), MAX_KEY_BYTES).fill_null(False)
+        if pc.any(too_long).as_py():
+            message = f"{col.name} is longer than {MAX_KEY_BYTES} bytes, too long for the table's key index"
+            reason = pc.coalesce(reason, _reason(too_long, message))
+    fill = col.fill
+    if fill is not None:
+        values = pc.if_else(blank, _fill_scalar(col, fill, values.type), values)
     reason = pc.if_else(pa.array(blank_np), blank_reason, reason)
     return _Result(values, reason)
 
 
-def _text(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _fill_scalar(col: Column, fill: Any, kind: pa.DataType) -> pa.Scalar:
+    if col.type == "timestamp":
+        moment = datetime.fromisoformat(str(fill))
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(col.zone))
+        return pa.scalar(moment.astimezone(UTC), kind)
+    return pa.scalar(_as_type(fill, kind), kind)
+
+
+def _text(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
     collapsed = _collapse_whitespace(present)
+    reason: pa.Array = pa.nulls(len(present), pa.string())
     if col.allowed:
         allowed = pa.array(list(col.allowed), pa.string())
         idx = pc.index_in(pc.utf8_lower(collapsed), value_set=pc.utf8_lower(allowed))
         values = pc.take(allowed, idx)
         bad = pc.and_(pc.is_valid(collapsed), pc.is_null(idx))
-        return values, _reason(bad, f"{col.name} '{{v}}' is not one of {', '.join(col.allowed)}", raw)
-    if col.canonical:
+        reason = _reason(bad, f"{col.name} '{{v}}' is not one of {', '.join(col.allowed)}", raw)
+    elif col.canonical:
         canonical = pa.array(list(col.canonical), pa.string())
         idx = pc.index_in(pc.utf8_lower(collapsed), value_set=pc.utf8_lower(canonical))
         values = pc.coalesce(pc.take(canonical, idx), _title(collapsed))
-        return values, pa.nulls(len(present), pa.string())
-    return collapsed, pa.nulls(len(present), pa.string())
+    else:
+        values = collapsed
+    if col.max_length is not None:
+        long = pc.greater(pc.utf8_length(values), col.max_length).fill_null(False)
+        reason = _first_reason(reason, _reason(long, f"{col.name} is longer than {col.max_length} characters"))
+    return values, reason
 
 
 def _collapse_whitespace(values: pa.Array) -> pa.Array:
@@ -224,11 +338,20 @@ def _title(values: pa.Array) -> pa.Array:
     return titled
 
 
-def _integer(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
-    ok = pc.match_substring_regex(present, _INT_RE)
-    whole = pc.replace_substring_regex(pc.if_else(ok, present, pa.scalar(None, pa.string())), r"^\+|\.0*$", "")
+def _integer(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+    parts = pc.extract_regex(present, _INT_RE)
+    ok = pc.is_valid(parts).fill_null(False)
+    sign, digits = pc.replace_substring(pc.struct_field(parts, 0), "+", ""), pc.struct_field(parts, 1)
+    length = pc.utf8_length(digits)
+    too_big = pc.or_(
+        pc.greater(length, 19), pc.and_(pc.equal(length, 19), pc.greater(digits, pa.scalar(_INT64_MAX)))
+    ).fill_null(False)
+    whole = pc.if_else(
+        pc.and_(ok, pc.invert(too_big)), pc.binary_join_element_wise(sign, digits, ""), pa.scalar(None, pa.string())
+    )
     numbers = pc.cast(whole, pa.int64())
     not_int = _reason(pc.invert(ok), f"{col.name} '{{v}}' is not a whole number", raw)
+    beyond = _reason(pc.and_(ok, too_big), f"{col.name} '{{v}}' is beyond the 64-bit integer range", raw)
     low = (
         _reason(pc.less(numbers, col.min), f"{col.name} {{v}} is below {col.min}", numbers)
         if col.min is not None
@@ -239,35 +362,38 @@ def _integer(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, p
         if col.max is not None
         else None
     )
-    reason = _first_reason(not_int, *(r for r in (low, high) if r is not None))
+    reason = _first_reason(not_int, beyond, low, high)
     in_range = pc.and_(pc.is_null(reason), pc.is_valid(numbers))
-    return pc.cast(pc.if_else(in_range, numbers, pa.scalar(None, pa.int64())), pa.int32()), reason
+    values = pc.if_else(in_range, numbers, pa.scalar(None, pa.int64()))
+    return pc.cast(values, arrow_type(col)), reason
 
 
-def _decimal(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
+def _decimal(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+    precision, scale = col.precision or 18, col.scale or 0
     stripped = pc.replace_substring_regex(present, _LEADING_CURRENCY, r"\1")
     stripped = pc.replace_substring_regex(stripped, _TRAILING_CURRENCY, "")
     grouped = pc.match_substring_regex(stripped, _THOUSANDS_RE)
     stripped = pc.if_else(grouped, pc.replace_substring(stripped, ",", ""), stripped)
     parts = pc.extract_regex(stripped, _DECIMAL_RE)
-    ok = pc.is_valid(parts).fill_null(False)
     sign, whole, frac = (pc.struct_field(parts, i) for i in range(3))
     frac = frac.fill_null("")
-    whole_digits = pc.utf8_length(pc.utf8_ltrim(whole, "0"))
-    too_precise = pc.invert(pc.match_substring_regex(frac, rf"^\d{{0,{col.scale}}}0*$").fill_null(True))
-    too_big = pc.greater(whole_digits, col.precision - col.scale)
+    # At least one digit: "." alone is not a number, ".5" and "5." are.
+    has_digit = pc.greater(pc.add(pc.utf8_length(whole.fill_null("")), pc.utf8_length(frac)), 0)
+    ok = pc.and_(pc.is_valid(parts), has_digit).fill_null(False)
+    whole_digits = pc.utf8_length(pc.utf8_ltrim(whole.fill_null(""), "0"))
+    too_precise = pc.invert(pc.match_substring_regex(frac, rf"^\d{{0,{scale}}}0*$").fill_null(True))
+    too_big = pc.greater(whole_digits, precision - scale)
     fits = pc.and_(ok, pc.invert(pc.or_(too_precise, too_big).fill_null(False)))
-    frac_fixed = pc.utf8_slice_codeunits(
-        pc.binary_join_element_wise(frac, pa.scalar("0" * col.scale), ""), 0, col.scale
-    )
-    text = pc.binary_join_element_wise(sign, whole.fill_null("0"), pa.scalar("."), frac_fixed, "")
-    values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.decimal128(col.precision, col.scale))
+    frac_fixed = pc.utf8_slice_codeunits(pc.binary_join_element_wise(frac, pa.scalar("0" * scale), ""), 0, scale)
+    int_text = pc.if_else(pc.equal(pc.utf8_length(whole.fill_null("")), 0), pa.scalar("0"), whole.fill_null("0"))
+    text = pc.binary_join_element_wise(sign, int_text, pa.scalar("."), frac_fixed, "")
+    if scale == 0:
+        text = pc.binary_join_element_wise(sign, int_text, "")
+    values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.decimal128(precision, scale))
     not_number = _reason(pc.invert(ok), f"{col.name} '{{v}}' is not a number", raw)
-    precision = _reason(pc.and_(ok, too_precise), f"{col.name} '{{v}}' has more than {col.scale} decimal places", raw)
-    big = _reason(
-        pc.and_(ok, too_big), f"{col.name} '{{v}}' is too large for numeric({col.precision},{col.scale})", raw
-    )
-    reasons = [not_number, precision, big]
+    places = _reason(pc.and_(ok, too_precise), f"{col.name} '{{v}}' has more than {scale} decimal places", raw)
+    big = _reason(pc.and_(ok, too_big), f"{col.name} '{{v}}' is too large for numeric({precision},{scale})", raw)
+    reasons = [not_number, places, big]
     if col.min is not None:
         below = pc.less(values, pa.scalar(Decimal(str(col.min))).cast(values.type))
         reasons.append(_reason(below, f"{col.name} {{v}} is below {col.min}", values))
@@ -278,38 +404,127 @@ def _decimal(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, p
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
 
 
-def _timestamp(col: Column, present: pa.Array, raw: pa.Array) -> tuple[pa.Array, pa.Array]:
-    series = pd.Series(present.to_pandas(types_mapper=pd.ArrowDtype), dtype="string")
-    parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
+def _boolean(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+    lower = pc.utf8_lower(present)
+    true = pc.is_in(lower, value_set=pa.array([v.casefold() for v in col.true_values], pa.string()))
+    false = pc.is_in(lower, value_set=pa.array([v.casefold() for v in col.false_values], pa.string()))
+    values = pc.if_else(true, True, pc.if_else(false, False, pa.scalar(None, pa.bool_())))
+    values = pc.if_else(pc.is_valid(present), values, pa.scalar(None, pa.bool_()))
+    bad = pc.and_(pc.is_valid(present), pc.is_null(values))
+    spelled = f"true: {', '.join(col.true_values)}; false: {', '.join(col.false_values)}"
+    return values, _reason(bad, f"{col.name} '{{v}}' is not a boolean ({spelled})", raw)
+
+
+def _parse_formats(series: pd.Series, formats: tuple[str, ...], iso_shaped: pd.Series, utc: bool) -> pd.Series:
+    """Values parsed by the first format that reads them; NaT where none does."""
+    dtype = "datetime64[us, UTC]" if utc else "datetime64[us]"
+    parsed = pd.Series(pd.NaT, index=series.index, dtype=dtype)
     todo = series.notna()
-    iso_shaped = pd.Series(
-        pc.match_substring_regex(present, _ISO_DATE_PREFIX).fill_null(False).to_numpy(zero_copy_only=False),
-        index=series.index,
-    )
-    for fmt in col.formats:
+    for fmt in formats:
         candidates = todo & iso_shaped if fmt == "ISO8601" else todo
         if not candidates.any():
             continue
-        attempt = pd.to_datetime(series[candidates], format=fmt, errors="coerce", utc=True).astype(
-            "datetime64[us, UTC]"
-        )
-        parsed[candidates] = attempt
+        attempt = pd.to_datetime(series[candidates], format=fmt, errors="coerce", utc=utc)
+        parsed[candidates] = attempt.astype(dtype)
         todo &= parsed.isna()
+    return parsed
+
+
+def _timestamp(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+    """Timestamps to UTC: values with an offset name their instant; naive ones are in the column's zone."""
+    zone = contract.zone_of(col)
+    formats = col.formats or ("ISO8601",)
+    series = pd.Series(present.to_pandas(types_mapper=pd.ArrowDtype), dtype="string")
+    iso_shaped = _mask(pc.match_substring_regex(present, _ISO_DATE_PREFIX), series.index)
+    if zone == "UTC":
+        parsed = _parse_formats(series, formats, iso_shaped, utc=True)
+        gap = ambiguous = pd.Series(False, index=series.index)
+    else:
+        has_offset = _mask(pc.match_substring_regex(present, _OFFSET), series.index)
+        parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
+        aware = series.where(has_offset)
+        parsed[has_offset] = _parse_formats(aware[has_offset], formats, iso_shaped[has_offset], utc=True)
+        naive = series.where(~has_offset)
+        local = _parse_formats(naive[~has_offset], formats, iso_shaped[~has_offset], utc=False)
+        strict = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+        summer = local.dt.tz_localize(zone, ambiguous=np.ones(len(local), dtype=bool), nonexistent="NaT")
+        gap = pd.Series(False, index=series.index)
+        ambiguous = pd.Series(False, index=series.index)
+        gap[~has_offset] = local.notna() & summer.isna()
+        ambiguous[~has_offset] = local.notna() & strict.isna() & summer.notna()
+        parsed[~has_offset] = strict.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     values = pa.Array.from_pandas(parsed, type=pa.timestamp("us", tz="UTC"))
-    unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))
-    reasons = [_reason(unparsed, f"{col.name} '{{v}}' is not a recognised date/time", raw)]
+    unparsed = pc.and_(pc.and_(pc.is_valid(present), pc.is_null(values)), pa.array(~(gap | ambiguous).to_numpy()))
+    reasons = [
+        _reason(unparsed, f"{col.name} '{{v}}' is not a recognised date/time", raw),
+        _reason(gap.to_numpy(), f"{col.name} '{{v}}' does not exist in {zone} (clocks went forward)", raw),
+        _reason(
+            ambiguous.to_numpy(),
+            f"{col.name} '{{v}}' happens twice in {zone} (clocks went back): give it an offset",
+            raw,
+        ),
+    ]
     for bound, op, word in ((col.min, pc.less, "before"), (col.max, pc.greater, "after")):
         if bound is not None:
-            limit = pa.scalar(datetime.fromisoformat(str(bound)).replace(tzinfo=UTC), pa.timestamp("us", tz="UTC"))
+            limit = datetime.fromisoformat(str(bound))
+            limit = limit if limit.tzinfo else limit.replace(tzinfo=ZoneInfo(zone))
+            reasons.append(
+                _reason(op(values, pa.scalar(limit, values.type)), f"{col.name} '{{v}}' is {word} {bound}", raw)
+            )
+    reason = _first_reason(*reasons)
+    return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
+
+
+def _date(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+    """Dates: ISO (YYYY-MM-DD) by default, or the column's formats, in order."""
+    series = pd.Series(present.to_pandas(types_mapper=pd.ArrowDtype), dtype="string")
+    if col.formats:
+        iso_shaped = _mask(pc.match_substring_regex(present, _ISO_DATE), series.index)
+        parsed = _parse_formats(series, col.formats, iso_shaped, utc=False)
+    else:
+        iso = _mask(pc.match_substring_regex(present, _ISO_DATE), series.index)
+        parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us]")
+        parsed[iso] = pd.to_datetime(series[iso], format="%Y-%m-%d", errors="coerce").astype("datetime64[us]")
+    has_time = parsed.notna() & (parsed != parsed.dt.normalize())
+    timestamps = pa.Array.from_pandas(parsed.dt.normalize(), type=pa.timestamp("us"))
+    values = pc.cast(timestamps, pa.date32())
+    unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))
+    reasons = [
+        _reason(unparsed, f"{col.name} '{{v}}' is not a recognised date", raw),
+        _reason(has_time.to_numpy(), f"{col.name} '{{v}}' has a time of day: a date column would drop it", raw),
+    ]
+    for bound, op, word in ((col.min, pc.less, "before"), (col.max, pc.greater, "after")):
+        if bound is not None:
+            limit = pa.scalar(date.fromisoformat(str(bound)), pa.date32())
             reasons.append(_reason(op(values, limit), f"{col.name} '{{v}}' is {word} {bound}", raw))
     reason = _first_reason(*reasons)
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
 
 
-def _derive(d: Derived, results: dict[str, _Result]) -> _Result:
+def _mask(mask: pa.Array, index: pd.Index) -> pd.Series:
+    return pd.Series(mask.fill_null(False).to_numpy(zero_copy_only=False), index=index)
+
+
+CLEANERS: dict[str, Cleaner] = {
+    "text": _text,
+    "integer": _integer,
+    "decimal": _decimal,
+    "boolean": _boolean,
+    "date": _date,
+    "timestamp": _timestamp,
+}
+
+
+def _derive(d: Derived, results: dict[str, _Result], contract: Contract) -> _Result:
     n = len(next(iter(results.values())).values)
     if d.source is not None:
-        return _Result(pc.cast(results[d.source].values, arrow_type(d)), pa.nulls(n, pa.string()))
+        values = results[d.source].values
+        if d.type == "date" and pa.types.is_timestamp(values.type):
+            source = contract.column(d.source)
+            zone = d.timezone or contract.zone_of(source)
+            local = pc.local_timestamp(values.cast(pa.timestamp("us", tz=zone)))
+            return _Result(pc.cast(local, pa.date32()), pa.nulls(n, pa.string()))
+        return _Result(pc.cast(values, arrow_type(d)), pa.nulls(n, pa.string()))
     product = results[d.product_of[0]].values
     for name in d.product_of[1:]:
         factor = results[name].values
@@ -318,8 +533,9 @@ def _derive(d: Derived, results: dict[str, _Result]) -> _Result:
         if pa.types.is_integer(factor.type):
             factor = pc.cast(factor, pa.decimal128(19, 0))
         product = pc.multiply(product, factor)
-    limit = pa.scalar(Decimal(10) ** (d.precision - d.scale)).cast(pa.decimal128(d.precision + 1, 0))
+    precision, scale = d.precision or 18, d.scale or 0
+    limit = pa.scalar(Decimal(10) ** (precision - scale)).cast(pa.decimal128(precision - scale + 1, 0))
     too_big = pc.greater_equal(pc.abs(product), pc.cast(limit, product.type))
-    reason = _reason(too_big, f"{d.name} {{v}} is too large for numeric({d.precision},{d.scale})", product)
+    reason = _reason(too_big, f"{d.name} {{v}} is too large for numeric({precision},{scale})", product)
     fits = pc.if_else(too_big.fill_null(False), pa.scalar(None, product.type), product)
     return _Result(pc.cast(fits, arrow_type(d)), reason)

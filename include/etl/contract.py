@@ -1,92 +1,425 @@
-"""The data contract: a declarative description of one dataset, loaded from YAML.
+"""The data contract: one YAML file per dataset, validated by a strict schema (pydantic).
 
-The contract says which raw headers map to which columns, how each column is
-typed and cleaned, what makes a row invalid and which columns are derived.
-Everything the transform and the load need to know about a dataset lives here,
-so adapting the pipeline to another CSV means editing the YAML file only.
+A contract (`include/contracts/<dataset>.yml`) says which raw headers map to which columns,
+how each column is typed and cleaned, what makes a row invalid, which columns are derived,
+which expectations the data must meet and where it is loaded. Every rule lives here; the
+transform, the Great Expectations suite, the table's DDL and the quality checks are all
+derived from it. A contract the pipeline could not run (an unknown key, a type without a
+cleaner, a bound outside the column's range, a fill value on the key) fails at parse time
+with the file, the key and the problem: in Airflow that is the DAG's import error.
 """
 
 from __future__ import annotations
 
+import codecs
+import difflib
+import os
 import re
-from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ColumnType = Literal["text", "timestamp", "integer", "decimal", "date"]
-_TYPES = {"text", "timestamp", "integer", "decimal", "date"}
-_WHITESPACE = re.compile(r"\s+")
+from include.etl.schema import LINEAGE_COLUMNS, schema_of, sibling
+
+ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "timestamp"]
+Severity = Literal["reject_row", "quarantine_file", "warn"]
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
 
 
+def contracts_dir() -> Path:
+    """Where the contracts are: include/contracts/, or the folder the ETL_CONTRACTS_DIR variable names."""
+    return Path(os.environ.get("ETL_CONTRACTS_DIR") or CONTRACTS_DIR)
+
+
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+# PostgreSQL's own limits for what the load stores (timestamptz and date go further, but the
+# transform parses years 1..9999 only).
+MAX_NUMERIC_PRECISION = 38
+_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# `schema.table` or `table`: any names PostgreSQL can quote (up to 63 characters), but no dot or quote inside.
+_QUALIFIED = re.compile(r'^[^."\x00]{1,63}(\.[^."\x00]{1,63})?$')
+_WHITESPACE = re.compile(r"\s+")
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_BOOL_TRUE = ("true", "t", "yes", "y", "1")
+_BOOL_FALSE = ("false", "f", "no", "n", "0")
+
+
 class ContractError(ValueError):
-    """The contract file itself is invalid."""
+    """The contract file is invalid: the message names the file, the key and the problem."""
 
 
 def normalize_header(name: str) -> str:
-    """Header matching key: case-folded, trimmed, inner whitespace/underscores as one space."""
-    return _WHITESPACE.sub(" ", name.replace("_", " ").replace("\ufeff", "")).strip().casefold()
+    """Header matching key: case-folded, invisible characters removed, `_`/whitespace runs as one space."""
+    return _WHITESPACE.sub(" ", _INVISIBLE.sub("", name).replace("_", " ")).strip().casefold()
 
 
-@dataclass(frozen=True)
-class Column:
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CsvDialect(_Strict):
+    """How the raw files are written."""
+
+    delimiter: str = ","
+    quote_char: str = '"'
+    # Backslash-escaped quotes (`"27\\" IPS"`, as MySQL's INTO OUTFILE and PHP write them): set "\\".
+    escape_char: str | None = None
+    # `""` inside a quoted field is one quote (RFC 4180). Set false with an escape_char.
+    double_quote: bool = True
+    encoding: str = "utf-8"
+    # Bytes that are not valid in `encoding` are decoded with this (counted per file); null: such a
+    # row is rejected.
+    fallback_encoding: str | None = "cp1252"
+    null_values: tuple[str, ...] = ("",)
+
+    @field_validator("delimiter", "quote_char")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1 or value in "\r\n":
+            raise ValueError("must be a single character other than a line end")
+        return value
+
+    @field_validator("escape_char")
+    @classmethod
+    def _escape(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 1 or value in "\r\n"):
+            raise ValueError("must be a single character other than a line end, or null")
+        return value
+
+    @field_validator("encoding", "fallback_encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CsvDialect:
+        if self.delimiter == self.quote_char or self.delimiter == self.escape_char:
+            raise ValueError("delimiter, quote_char and escape_char must differ")
+        return self
+
+
+class Column(_Strict):
     """One column read from the raw file."""
 
     name: str
     type: ColumnType
+    description: str = ""
     required: bool = False
     aliases: tuple[str, ...] = ()
-    on_blank: str = "reject"
+    # `reject` the row, `null` (YAML null) to store NULL, or a fill value of the column's type.
+    on_blank: str | int | float | bool | None = "reject"
+    # text: the only accepted values (case-insensitive, stored as spelled here), or preferred spellings
+    # case/whitespace variants collapse to (other values kept, title-cased).
     allowed: tuple[str, ...] = ()
     canonical: tuple[str, ...] = ()
+    max_length: int | None = Field(default=None, ge=1)
+    # date / timestamp: formats tried in order (pandas/strftime; ISO8601 accepts ISO 8601 forms).
     formats: tuple[str, ...] = ()
+    # timestamp: the zone of naive values (IANA name); default: the dataset's timezone.
+    timezone: str | None = None
     min: Any = None
     max: Any = None
-    precision: int = 18
-    scale: int = 0
+    # decimal: numeric(precision, scale).
+    precision: int | None = Field(default=None, ge=1, le=MAX_NUMERIC_PRECISION)
+    scale: int | None = Field(default=None, ge=0, le=MAX_NUMERIC_PRECISION)
+    # boolean: accepted spellings (case-insensitive).
+    true_values: tuple[str, ...] = _BOOL_TRUE
+    false_values: tuple[str, ...] = _BOOL_FALSE
 
     @property
     def rejects_blank(self) -> bool:
         return self.on_blank == "reject"
 
+    @property
+    def nullable(self) -> bool:
+        """Whether the column can hold NULL: a blank that is neither rejected nor filled."""
+        return self.on_blank is None
 
-@dataclass(frozen=True)
-class Derived:
+    @property
+    def fill(self) -> Any:
+        """The value stored for a blank (typed), or None."""
+        return None if self.rejects_blank else self.on_blank
+
+    @property
+    def wide_integer(self) -> bool:
+        """integer columns are 64-bit unless both bounds fit 32 bits."""
+        return not (
+            self.type == "integer"
+            and self.min is not None
+            and self.max is not None
+            and INT32[0] <= self.min
+            and self.max <= INT32[1]
+        )
+
+    @property
+    def zone(self) -> str:
+        return self.timezone or "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return _check_zone(value)
+
+    @model_validator(mode="after")
+    def _fits_its_type(self) -> Column:
+        _check_type_options(self)
+        return self
+
+
+class Derived(_Strict):
     """A column computed from other columns."""
 
     name: str
     type: ColumnType
-    source: str | None = None
+    description: str = ""
+    source: str | None = Field(default=None, alias="from")
     product_of: tuple[str, ...] = ()
-    precision: int = 18
-    scale: int = 0
+    precision: int | None = Field(default=None, ge=1, le=MAX_NUMERIC_PRECISION)
+    scale: int | None = Field(default=None, ge=0, le=MAX_NUMERIC_PRECISION)
+    # date from a timestamp: the zone the date is taken in (default: the source column's).
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return _check_zone(value)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Derived:
+        if (self.source is None) == (not self.product_of):
+            raise ValueError("needs exactly one of `from` or `product_of`")
+        if self.product_of and self.type != "decimal":
+            raise ValueError("`product_of` makes a decimal column: set type: decimal")
+        if self.type == "decimal" and (self.precision is None or self.scale is None):
+            raise ValueError("a decimal column needs precision and scale")
+        if self.type == "decimal" and self.scale > self.precision:  # type: ignore[operator]
+            raise ValueError(f"scale {self.scale} is larger than precision {self.precision}")
+        return self
+
+    @property
+    def wide_integer(self) -> bool:
+        return True
+
+    @property
+    def rejects_blank(self) -> bool:
+        return False
+
+    @property
+    def nullable(self) -> bool:
+        return True
 
 
-@dataclass(frozen=True)
-class CsvDialect:
-    delimiter: str = ","
-    quote_char: str = '"'
-    escape_char: str | None = None
-    double_quote: bool = True
-    encoding: str = "utf-8"
-    fallback_encoding: str | None = "cp1252"
-    null_values: tuple[str, ...] = ("",)
+class _Expectation(_Strict):
+    severity: Severity = "reject_row"
+    # quarantine_file / warn: the share of rows that must meet it (1.0 = every row).
+    mostly: float = Field(default=1.0, gt=0, le=1)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _mostly_is_for_files(self) -> _Expectation:
+        if self.severity == "reject_row" and self.mostly != 1.0:
+            raise ValueError("`mostly` applies to quarantine_file and warn; a reject_row rule holds for every row")
+        return self
 
 
-@dataclass(frozen=True)
-class Contract:
-    """A dataset's contract: raw columns, derived columns, key and CSV dialect."""
+class NotNull(_Expectation):
+    expectation: Literal["expect_column_values_to_not_be_null"]
+    column: str
+
+
+class Between(_Expectation):
+    expectation: Literal["expect_column_values_to_be_between"]
+    column: str
+    min_value: Any = None
+    max_value: Any = None
+
+
+class InSet(_Expectation):
+    expectation: Literal["expect_column_values_to_be_in_set"]
+    column: str
+    value_set: tuple[Any, ...]
+
+
+class NotInSet(_Expectation):
+    expectation: Literal["expect_column_values_to_not_be_in_set"]
+    column: str
+    value_set: tuple[Any, ...]
+
+
+class MatchRegex(_Expectation):
+    expectation: Literal["expect_column_values_to_match_regex"]
+    column: str
+    regex: str
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regex: {exc}") from None
+        return value
+
+
+class LengthBetween(_Expectation):
+    expectation: Literal["expect_column_value_lengths_to_be_between"]
+    column: str
+    min_value: int | None = Field(default=None, ge=0)
+    max_value: int | None = Field(default=None, ge=0)
+
+
+class RowCountBetween(_Expectation):
+    expectation: Literal["expect_table_row_count_to_be_between"]
+    severity: Severity = "quarantine_file"
+    min_value: int | None = Field(default=None, ge=0)
+    max_value: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _file_level(self) -> RowCountBetween:
+        if self.severity == "reject_row":
+            raise ValueError("a row count is a property of the file: use quarantine_file or warn")
+        return self
+
+
+Expectation = Annotated[
+    NotNull | Between | InSet | NotInSet | MatchRegex | LengthBetween | RowCountBetween,
+    Field(discriminator="expectation"),
+]
+ROW_EXPECTATIONS = (NotNull, Between, InSet, NotInSet, MatchRegex, LengthBetween)
+
+
+class HeaderMapping(BaseModel):
+    """Result of matching a file's header against the contract."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index_of: dict[str, int]
+    missing: tuple[str, ...]
+    extra: tuple[str, ...]
+
+
+class Contract(_Strict):
+    """A dataset's contract: raw columns, derived columns, expectations, key, dialect and destination."""
 
     dataset: str
+    description: str = ""
     table: str
-    key: str
+    ledger_table: str = ""
+    key: tuple[str, ...]
     latest_by: str
+    timezone: str = "UTC"
+    # What a raw object deleted from S3 means: keep its rows (default) or remove them.
+    on_source_delete: Literal["keep", "remove"] = "keep"
+    # evolve: additive contract changes (new nullable column, wider type, relaxed NOT NULL) are
+    # applied to the table by the next load; freeze: any difference stops the load.
+    schema_evolution: Literal["evolve", "freeze"] = "evolve"
+    csv: CsvDialect = CsvDialect()
     columns: tuple[Column, ...]
     derived: tuple[Derived, ...] = ()
-    csv: CsvDialect = field(default_factory=CsvDialect)
+    expectations: tuple[Expectation, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("the contract must be a mapping")
+        data = dict(data)
+        for section in ("columns", "derived"):
+            value = data.get(section)
+            if isinstance(value, dict):
+                data[section] = [{**(spec or {}), "name": name} for name, spec in value.items()]
+        if isinstance(data.get("key"), str):
+            data["key"] = [data["key"]]
+        if "latest_by" not in data and isinstance(data.get("key"), list) and data["key"]:
+            data["latest_by"] = data["key"][0]
+        if not data.get("ledger_table") and isinstance(data.get("dataset"), str):
+            data["ledger_table"] = f"etl.{data['dataset']}_file_ledger"
+        return data
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be a lower-case identifier (letters, digits, _): it names the DAG and its Variables")
+        return value
+
+    @field_validator("table", "ledger_table")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if not _QUALIFIED.match(value):
+            raise ValueError(f"{value!r} is not a table name (schema.table)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_zone(value) or "UTC"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Contract:
+        names = [c.name for c in self.columns]
+        all_names = names + [d.name for d in self.derived]
+        _no_duplicates(all_names, "column")
+        for name in all_names:
+            if not _NAME.match(name):
+                raise ValueError(f"column name {name!r} must be a lower-case identifier")
+        clash = set(all_names) & set(LINEAGE_COLUMNS)
+        if clash:
+            raise ValueError(f"column(s) {sorted(clash)} clash with the lineage columns the load adds")
+        spellings: dict[str, str] = {}
+        for col in self.columns:
+            for spelling in (col.name, *col.aliases):
+                key = normalize_header(spelling)
+                owner = spellings.setdefault(key, col.name)
+                if owner != col.name:
+                    raise ValueError(f"header {spelling!r} of column {col.name!r} already matches column {owner!r}")
+        by_name = {c.name: c for c in self.columns}
+        for k in self.key:
+            if k not in by_name:
+                raise ValueError(f"key column {k!r} is not a column")
+            if not by_name[k].rejects_blank:
+                raise ValueError(
+                    f"key column {k!r} must have `on_blank: reject`: a fill value or NULL would merge distinct rows"
+                )
+        if self.latest_by not in by_name:
+            raise ValueError(f"latest_by column {self.latest_by!r} is not a column")
+        latest = by_name[self.latest_by]
+        if latest.type == "boolean":
+            raise ValueError(f"latest_by column {self.latest_by!r} must be orderable (not boolean)")
+        if latest.nullable:
+            raise ValueError(f"latest_by column {self.latest_by!r} must not be NULL: reject blanks or fill them")
+        for col in self.columns:
+            if not col.required and col.rejects_blank:
+                raise ValueError(
+                    f"column {col.name!r} is optional but rejects blanks, so a file without it loses every row: "
+                    "set on_blank (null, or a fill value) or required: true"
+                )
+        for d in self.derived:
+            _check_derived(d, by_name)
+        for e in self.expectations:
+            column = getattr(e, "column", None)
+            if column is not None and column not in all_names:
+                raise ValueError(f"expectation {e.expectation} refers to unknown column {column!r}")
+        return self
+
+    # --- what the rest of the engine reads ---
+
+    def to_document(self) -> dict[str, Any]:
+        """The contract as the YAML document that would give it (what was set, JSON types)."""
+        return self.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
     @property
     def schema_name(self) -> str:
@@ -97,19 +430,36 @@ class Contract:
         return self.table.split(".", 1)[-1]
 
     @property
+    def duplicates_table(self) -> str:
+        """Clean rows of loaded files that lost to another row with the same key (kept for fallback)."""
+        return sibling(self.ledger_table, f"{self.dataset}_duplicates")
+
+    @property
+    def stage_prefix(self) -> str:
+        """Name prefix of this dataset's staging tables (in the ledger's schema)."""
+        return f"{self.dataset}_stage_"
+
+    @property
+    def etl_schema(self) -> str:
+        return schema_of(self.ledger_table)
+
+    @property
     def required_columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.required)
 
     @property
     def output_columns(self) -> tuple[str, ...]:
-        """Columns of the processed data, in table order (before load metadata)."""
+        """Columns of the processed data, in table order (before lineage)."""
         return tuple(c.name for c in self.columns) + tuple(d.name for d in self.derived)
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 
+    def zone_of(self, column: Column) -> str:
+        return column.timezone or self.timezone
+
     def map_headers(self, headers: list[str]) -> HeaderMapping:
-        """Match raw headers to contract columns (exact name first, then aliases)."""
+        """Match raw headers to contract columns (own names first, then aliases)."""
         by_key: dict[str, list[int]] = {}
         for i, h in enumerate(headers):
             by_key.setdefault(normalize_header(h), []).append(i)
@@ -126,84 +476,224 @@ class Contract:
                     used.add(free[0])
         missing = tuple(c for c in self.required_columns if c not in mapping)
         extra = tuple(headers[i] for i in range(len(headers)) if i not in used)
-        return HeaderMapping(mapping, missing, extra)
+        return HeaderMapping(index_of=mapping, missing=missing, extra=extra)
 
 
-@dataclass(frozen=True)
-class HeaderMapping:
-    """Result of matching a file's header against the contract."""
-
-    index_of: dict[str, int]
-    missing: tuple[str, ...]
-    extra: tuple[str, ...]
+# --- checks --------------------------------------------------------------------------------------
 
 
-def _column(name: str, spec: dict[str, Any]) -> Column:
-    col_type = spec.get("type", "text")
-    if col_type not in _TYPES:
-        raise ContractError(f"column {name!r}: unknown type {col_type!r}")
-    return Column(
-        name=name,
-        type=col_type,
-        required=bool(spec.get("required", False)),
-        aliases=tuple(spec.get("aliases", ())),
-        on_blank=str(spec.get("on_blank", "reject")),
-        allowed=tuple(spec.get("allowed", ())),
-        canonical=tuple(spec.get("canonical", ())),
-        formats=tuple(spec.get("formats", ("ISO8601",))),
-        min=spec.get("min"),
-        max=spec.get("max"),
-        precision=int(spec.get("precision", 18)),
-        scale=int(spec.get("scale", 0)),
-    )
+def _check_zone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
+    return value
 
 
-def _derived(name: str, spec: dict[str, Any]) -> Derived:
-    if "from" not in spec and "product_of" not in spec:
-        raise ContractError(f"derived column {name!r} needs `from` or `product_of`")
-    return Derived(
-        name=name,
-        type=spec["type"],
-        source=spec.get("from"),
-        product_of=tuple(spec.get("product_of", ())),
-        precision=int(spec.get("precision", 18)),
-        scale=int(spec.get("scale", 0)),
-    )
+def _no_duplicates(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what} {n!r} is defined twice")
+        seen.add(n)
 
 
-def parse_contract(doc: dict[str, Any]) -> Contract:
-    """Build a Contract from its YAML document, validating references."""
-    columns = tuple(_column(n, s or {}) for n, s in doc["columns"].items())
-    derived = tuple(_derived(n, s) for n, s in (doc.get("derived") or {}).items())
-    names = {c.name for c in columns}
-    for d in derived:
-        for ref in (d.source, *d.product_of):
-            if ref is not None and ref not in names:
-                raise ContractError(f"derived column {d.name!r} refers to unknown column {ref!r}")
-    for ref in (doc["key"], doc.get("latest_by", doc["key"])):
-        if ref not in names:
-            raise ContractError(f"unknown column {ref!r} used as key/latest_by")
-    csv = doc.get("csv") or {}
-    return Contract(
-        dataset=doc["dataset"],
-        table=doc["table"],
-        key=doc["key"],
-        latest_by=doc.get("latest_by", doc["key"]),
-        columns=columns,
-        derived=derived,
-        csv=CsvDialect(
-            delimiter=csv.get("delimiter", ","),
-            encoding=csv.get("encoding", "utf-8"),
-            fallback_encoding=csv.get("fallback_encoding"),
-            null_values=tuple(csv.get("null_values", ("",))),
-        ),
-    )
+_OPTIONS_BY_TYPE: dict[str, set[str]] = {
+    "text": {"allowed", "canonical", "max_length"},
+    "integer": {"min", "max"},
+    "decimal": {"min", "max", "precision", "scale"},
+    "boolean": {"true_values", "false_values"},
+    "date": {"min", "max", "formats"},
+    "timestamp": {"min", "max", "formats", "timezone"},
+}
+
+
+def _check_type_options(col: Column) -> None:
+    options = set().union(*_OPTIONS_BY_TYPE.values())
+    given = {n for n in col.model_fields_set if n in options and getattr(col, n) != Column.model_fields[n].default}
+    wrong = given - _OPTIONS_BY_TYPE[col.type]
+    if wrong:
+        raise ValueError(f"option(s) {sorted(wrong)} do not apply to type {col.type}")
+    if col.allowed and col.canonical:
+        raise ValueError("use `allowed` (reject other values) or `canonical` (keep them), not both")
+    if col.type == "decimal":
+        if col.precision is None or col.scale is None:
+            raise ValueError("a decimal column needs precision and scale")
+        if col.scale > col.precision:
+            raise ValueError(f"scale {col.scale} is larger than precision {col.precision}")
+    for bound in ("min", "max"):
+        value = getattr(col, bound)
+        if value is not None:
+            _typed(col, value, bound)
+    if col.min is not None and col.max is not None and _typed(col, col.min, "min") > _typed(col, col.max, "max"):
+        raise ValueError("min is larger than max")
+    if col.type == "boolean":
+        overlap = {v.casefold() for v in col.true_values} & {v.casefold() for v in col.false_values}
+        if overlap:
+            raise ValueError(f"value(s) {sorted(overlap)} are both true and false")
+    if col.on_blank not in ("reject", None):
+        try:
+            _typed(col, col.on_blank, "on_blank")
+        except ValueError as exc:
+            raise ValueError(f"on_blank fill value: {exc}") from None
+
+
+def _typed(col: Column, value: Any, what: str) -> Any:
+    """A bound or fill value as the column's type; ValueError if it does not fit the column."""
+    if col.type == "text":
+        if not isinstance(value, str):
+            raise ValueError(f"{what} {value!r} must be text")
+        if col.allowed and value not in col.allowed:
+            raise ValueError(f"{what} {value!r} is not one of the allowed values")
+        return value
+    if col.type == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{what} {value!r} must be a whole number")
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError(f"{what} {value} does not fit a 64-bit integer")
+        return value
+    if col.type == "decimal":
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation:
+            raise ValueError(f"{what} {value!r} is not a number") from None
+        digits = len(number.as_tuple().digits) - max(0, -int(number.as_tuple().exponent))  # type: ignore[arg-type]
+        places = max(0, -int(number.as_tuple().exponent))  # type: ignore[arg-type]
+        if places > col.scale or max(digits, 0) > col.precision - col.scale:  # type: ignore[operator]
+            raise ValueError(f"{what} {value} does not fit numeric({col.precision},{col.scale})")
+        return number
+    if col.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{what} {value!r} must be true or false")
+    if col.type == "date":
+        try:
+            return value if isinstance(value, date) else date.fromisoformat(str(value))
+        except ValueError:
+            raise ValueError(f"{what} {value!r} is not a date (YYYY-MM-DD)") from None
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{what} {value!r} is not an ISO 8601 date or timestamp") from None
+    return moment.replace(tzinfo=ZoneInfo(col.zone)) if moment.tzinfo is None else moment
+
+
+def _check_derived(d: Derived, columns: dict[str, Column]) -> None:
+    if d.source is not None:
+        if d.source not in columns:
+            raise ValueError(f"derived column {d.name!r} refers to unknown column {d.source!r}")
+        source = columns[d.source]
+        if d.type == "date" and source.type not in ("timestamp", "date"):
+            raise ValueError(f"derived date {d.name!r} needs a timestamp or date column, not {source.type}")
+        if d.type not in ("date", source.type):
+            raise ValueError(f"derived column {d.name!r} of type {d.type} cannot be taken from a {source.type}")
+        return
+    scale = 0
+    for ref in d.product_of:
+        if ref not in columns:
+            raise ValueError(f"derived column {d.name!r} refers to unknown column {ref!r}")
+        factor = columns[ref]
+        if factor.type not in ("integer", "decimal"):
+            raise ValueError(f"derived column {d.name!r}: factor {ref!r} is {factor.type}, not a number")
+        scale += factor.scale or 0
+    if d.scale < scale:  # type: ignore[operator]
+        raise ValueError(
+            f"derived column {d.name!r}: scale {d.scale} would round the product of "
+            f"{', '.join(d.product_of)} (it needs scale {scale})"
+        )
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def parse_contract(doc: Any, source: str = "<contract>") -> Contract:
+    """Validate a contract document; raises ContractError naming `source`, the key and the problem."""
+    try:
+        contract = Contract.model_validate(doc)
+    except ValidationError as exc:
+        raise ContractError(_explain(exc, source, doc)) from None
+    return contract
 
 
 def load_contract(name_or_path: str | Path) -> Contract:
     """Load a contract by dataset name (from include/contracts/) or by file path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = CONTRACTS_DIR / f"{name_or_path}.yml"
-    with path.open(encoding="utf-8") as fh:
-        return parse_contract(yaml.safe_load(fh))
+        path = contracts_dir() / f"{name_or_path}.yml"
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML: {exc}") from None
+    contract = parse_contract(doc, str(path))
+    if contract.dataset != path.stem:
+        raise ContractError(f"{path}: dataset: {contract.dataset!r} must match the file name ({path.stem!r})")
+    return contract
+
+
+def contract_paths(directory: Path | None = None) -> list[Path]:
+    """Every contract file of a folder (default: contracts_dir()), by name: one dataset each."""
+    return sorted((directory or contracts_dir()).glob("*.yml"))
+
+
+def _explain(exc: ValidationError, source: str, doc: Any) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = _location(error["loc"], doc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            key = str(error["loc"][-1])
+            known = _known_keys(error["loc"])
+            close = difflib.get_close_matches(key, known, n=1)
+            message = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+        elif error["type"] == "union_tag_invalid":
+            message = f"unknown expectation; use one of: {', '.join(sorted(_EXPECTATION_TYPES))}"
+        lines.append(f"{source}: {loc}: {message}" if loc else f"{source}: {message}")
+    return "\n".join(lines)
+
+
+def _location(loc: tuple[Any, ...], doc: Any) -> str:
+    """A pydantic error location as the YAML path: `columns.quantity.max`."""
+    parts: list[str] = []
+    items = list(loc)
+    i = 0
+    while i < len(items):
+        part = items[i]
+        if part in ("columns", "derived") and i + 1 < len(items) and isinstance(items[i + 1], int):
+            section = (doc or {}).get(part) if isinstance(doc, dict) else None
+            names = list(section) if isinstance(section, dict) else []
+            index = items[i + 1]
+            parts += [str(part), names[index] if index < len(names) else str(index)]
+            i += 2
+            continue
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        elif part not in _EXPECTATION_TYPES:
+            parts.append(str(part))
+        i += 1
+    return ".".join(parts).replace(".[", "[")
+
+
+_EXPECTATION_TYPES = {
+    "expect_column_values_to_not_be_null",
+    "expect_column_values_to_be_between",
+    "expect_column_values_to_be_in_set",
+    "expect_column_values_to_not_be_in_set",
+    "expect_column_values_to_match_regex",
+    "expect_column_value_lengths_to_be_between",
+    "expect_table_row_count_to_be_between",
+}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Contract
+    if "csv" in loc:
+        model = CsvDialect
+    elif "columns" in loc:
+        model = Column
+    elif "derived" in loc:
+        model = Derived
+    elif "expectations" in loc:
+        return sorted({f for m in (NotNull, Between, InSet, MatchRegex, LengthBetween) for f in m.model_fields})
+    return sorted({f.alias or n for n, f in model.model_fields.items()} - {"name"})

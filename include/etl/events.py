@@ -1,45 +1,57 @@
-"""Event-driven runs: S3 ObjectCreated notifications on SQS, seen by Airflow as asset events.
+"""Event-driven runs: S3 notifications on SQS, seen by Airflow as asset events; and the table asset.
 
-An event is only a wake-up call. It names partitions worth listing; what to load is still
-decided by the ledger, so duplicated, late, lost or out-of-order events never duplicate or
-lose rows (a lost event's file is picked up by the next run that lists its partition).
+Each dataset has its own queue (`<dataset>_events_queue_url`): two AssetWatchers cannot share
+one, each message goes to one consumer. An event is only a wake-up call. It names partitions
+worth listing (ObjectCreated and ObjectRemoved alike); what to load is still decided by the
+ledger, so duplicated, late, lost or out-of-order events never duplicate or lose rows (a lost
+event's file is picked up by the next run that lists its partition).
+
+The load's table is an asset too: `check_table` updates it when a load changed the table and
+the checks passed, which is what the analytics DAG is scheduled on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from include.etl.contract import Contract
+from include.etl.settings import AWS_CONN_ID, DatasetSettings
+
 log = logging.getLogger(__name__)
 
-QUEUE_URL_ENV = "ORDERS_EVENTS_QUEUE_URL"
-POLL_SECONDS_ENV = "ORDERS_EVENTS_POLL_SECONDS"
-ASSET_NAME = "raw_orders_files"
 _PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/")
+_EVENTS = ("ObjectCreated", "ObjectRemoved")
 
 
-def raw_files_asset() -> Any | None:
-    """The asset that S3 notifications update, watched on SQS; None when no queue is configured."""
-    queue_url = os.environ.get(QUEUE_URL_ENV)
-    if not queue_url:
+def raw_files_asset(dataset: str, settings: DatasetSettings) -> Any | None:
+    """The asset a dataset's S3 notifications update, watched on its SQS queue; None without a queue."""
+    if not settings.events_queue_url:
         return None
     from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
     from airflow.sdk import Asset, AssetWatcher
 
     trigger = MessageQueueTrigger(
         scheme="sqs",
-        sqs_queue=queue_url,
-        aws_conn_id="aws_default",
+        sqs_queue=settings.events_queue_url,
+        aws_conn_id=AWS_CONN_ID,
         wait_time_seconds=10,  # long polling: one request waits up to 10 s for a message
         max_messages=10,
-        waiter_delay=int(os.environ.get(POLL_SECONDS_ENV, "5")),
+        waiter_delay=settings.events_poll_seconds,
     )
-    return Asset(ASSET_NAME, watchers=[AssetWatcher(name=f"{ASSET_NAME}_sqs", trigger=trigger)])
+    name = f"raw_{dataset}_files"
+    return Asset(name, watchers=[AssetWatcher(name=f"{name}_sqs", trigger=trigger)])
+
+
+def table_asset(contract: Contract) -> Any:
+    """The loaded table as an Airflow asset (updated by a load that changed it and passed the checks)."""
+    from airflow.sdk import Asset
+
+    return Asset(f"warehouse.{contract.table}", group="warehouse")
 
 
 def keys_from_message_body(body: str) -> list[str]:
@@ -55,7 +67,7 @@ def keys_from_message_body(body: str) -> list[str]:
     keys = []
     for record in records:
         key = ((record.get("s3") or {}).get("object") or {}).get("key")
-        if key and str(record.get("eventName", "ObjectCreated")).startswith("ObjectCreated"):
+        if key and str(record.get("eventName", "ObjectCreated")).startswith(_EVENTS):
             keys.append(unquote_plus(key))
     return keys
 

@@ -1,25 +1,52 @@
-"""S3 access: list a partition's raw objects, stream them, and write zone objects.
+"""S3 access: list a partition's raw object versions, read exactly the version listed, write zone objects.
 
-Takes a boto3 S3 client (from `S3Hook(...).get_conn()` in tasks, from moto in tests),
-so the endpoint, credentials and retries come from the Airflow connection.
+Takes a boto3 S3 client (from `S3Hook(...).get_conn()` in tasks, pointed at moto's server in
+tests), so the endpoint, credentials and retries come from the Airflow connection.
+
+A raw object version is its key, ETag and LastModified (and VersionId where the bucket is
+versioned). Reading it sends `If-Match: <etag>`: if the object was overwritten or deleted since
+it was listed, the read fails with ObjectChangedError instead of mixing two versions. Every
+object the transform writes carries the version it was made from in its metadata, so the
+load can tell a processed file of an older version from the current one.
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, TypedDict
+
+from botocore.exceptions import ClientError
 
 RAW_SUFFIXES = (".csv", ".csv.gz")
+# Object metadata naming the raw version an output was made from.
+SOURCE_ETAG = "source-etag"
+SOURCE_MODIFIED = "source-last-modified"
+_CHANGED = {"PreconditionFailed", "412", "NoSuchKey", "404", "NotFound"}
 
 
-@dataclass(frozen=True)
-class RawObject:
-    """A raw object of a partition: its key, ETag (content version) and size."""
+class ObjectChangedError(Exception):
+    """The object is no longer the version that was listed (overwritten or deleted)."""
+
+
+class RawFile(TypedDict):
+    """A raw object version as it travels in XCom."""
 
     key: str
     etag: str
     size: int
+    last_modified: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class RawObject:
+    """A raw object version: its key, ETag (content), LastModified and size."""
+
+    key: str
+    etag: str
+    size: int
+    last_modified: datetime
 
     @property
     def name(self) -> str:
@@ -28,6 +55,20 @@ class RawObject:
     @property
     def gzipped(self) -> bool:
         return self.key.lower().endswith(".gz")
+
+    def to_dict(self) -> RawFile:
+        return {"key": self.key, "etag": self.etag, "size": self.size, "last_modified": self.last_modified.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: RawFile) -> RawObject:
+        return cls(d["key"], d["etag"], int(d["size"]), datetime.fromisoformat(d["last_modified"]))
+
+    def same_version(self, other: RawObject) -> bool:
+        return (self.etag, self.last_modified) == (other.etag, other.last_modified)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def partition_prefix(prefix: str, day: str) -> str:
@@ -45,37 +86,86 @@ def list_partition(s3: Any, bucket: str, prefix: str) -> tuple[list[RawObject], 
             if key.endswith("/"):
                 continue
             if key.lower().endswith(RAW_SUFFIXES):
-                csvs.append(RawObject(key, obj["ETag"].strip('"'), int(obj["Size"])))
+                csvs.append(RawObject(key, obj["ETag"].strip('"'), int(obj["Size"]), _utc(obj["LastModified"])))
             else:
                 others.append(key)
     return sorted(csvs, key=lambda o: o.key), sorted(others)
 
 
-def zone_key(raw_key: str, raw_prefix: str, zone_prefix: str, suffix: str) -> str:
-    """Map a raw key to its key in another zone: same partition path, new suffix."""
-    relative = (
-        raw_key[len(raw_prefix.strip("/")) + 1 :]
-        if raw_key.startswith(raw_prefix.strip("/") + "/")
-        else posixpath.basename(raw_key)
-    )
-    for ext in (".csv.gz", ".csv"):
-        if relative.lower().endswith(ext):
-            relative = relative[: -len(ext)]
-            break
+def head(s3: Any, bucket: str, key: str) -> RawObject | None:
+    """The current version of a key, or None if there is no such object."""
+    try:
+        meta = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _error_code(exc) in _CHANGED:
+            return None
+        raise
+    return RawObject(key, meta["ETag"].strip('"'), int(meta["ContentLength"]), _utc(meta["LastModified"]))
+
+
+def open_version(s3: Any, bucket: str, obj: RawObject) -> tuple[BinaryIO, str | None]:
+    """A streaming body of exactly this version, and its VersionId where the bucket is versioned.
+
+    Raises ObjectChangedError if the key holds another version now, or none.
+    """
+    try:
+        response = s3.get_object(Bucket=bucket, Key=obj.key, IfMatch=f'"{obj.etag}"')
+    except ClientError as exc:
+        if _error_code(exc) in _CHANGED:
+            raise ObjectChangedError(f"{obj.key} changed or was deleted after it was listed") from exc
+        raise
+    vid = response.get("VersionId")
+    return response["Body"], None if vid in (None, "null") else str(vid)
+
+
+def source_metadata(obj: RawObject) -> dict[str, str]:
+    """Metadata naming the raw version an output object was made from."""
+    return {SOURCE_ETAG: obj.etag, SOURCE_MODIFIED: obj.last_modified.isoformat()}
+
+
+def zone_key(raw_key: str, raw_prefix: str, zone_prefix: str, suffix: str = "") -> str:
+    """A raw key's key in another zone: the same partition path and file name, plus a suffix.
+
+    The whole raw name is kept (`a.csv` -> `a.csv.parquet`, `a.CSV` -> `a.CSV.parquet`,
+    `a.csv.gz` -> `a.csv.gz.parquet`), so no two raw keys share an output.
+    """
+    prefix = raw_prefix.strip("/") + "/"
+    relative = raw_key[len(prefix) :] if raw_key.startswith(prefix) else posixpath.basename(raw_key)
     return f"{zone_prefix.strip('/')}/{relative}{suffix}"
-
-
-def open_object(s3: Any, bucket: str, key: str, etag: str | None = None) -> BinaryIO:
-    """A streaming body for the object; with `etag`, fails if the object changed since listing."""
-    kwargs: dict[str, str] = {"Bucket": bucket, "Key": key}
-    if etag:
-        kwargs["IfMatch"] = f'"{etag}"'
-    return s3.get_object(**kwargs)["Body"]
 
 
 def upload(s3: Any, path: str, bucket: str, key: str, content_type: str, extra: dict[str, Any] | None = None) -> None:
     """Upload a local file (multipart when large); the object appears atomically."""
     s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type, **(extra or {})})
+
+
+def download_version(s3: Any, bucket: str, key: str, made_from: RawObject, path: str) -> None:
+    """Download an output object into `path`, checking it was made from `made_from`.
+
+    Raises ObjectChangedError if it is missing or was made from another raw version (another
+    run transformed a newer version since).
+    """
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _error_code(exc) in _CHANGED:
+            raise ObjectChangedError(f"{key} is missing") from exc
+        raise
+    metadata = response.get("Metadata") or {}
+    if (
+        metadata.get(SOURCE_ETAG) != made_from.etag
+        or metadata.get(SOURCE_MODIFIED) != made_from.last_modified.isoformat()
+    ):
+        response["Body"].close()
+        raise ObjectChangedError(f"{key} was made from another version of {made_from.key}")
+    with open(path, "wb") as out:
+        body = response["Body"]
+        while chunk := body.read(1 << 20):
+            out.write(chunk)
+
+
+def read_bytes(s3: Any, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def delete(s3: Any, bucket: str, key: str) -> None:
@@ -86,4 +176,32 @@ def copy(s3: Any, bucket: str, key: str, to_bucket: str, to_key: str, extra: dic
     """Server-side copy (multipart when large), replacing metadata with `extra`'s."""
     s3.copy(
         {"Bucket": bucket, "Key": key}, to_bucket, to_key, ExtraArgs={"MetadataDirective": "REPLACE", **(extra or {})}
+    )
+
+
+def sniff_content_type(head_bytes: bytes, name: str) -> str:
+    """The content type of an object from its first bytes (what a rejected copy is stored as)."""
+    if head_bytes.startswith(b"\x1f\x8b"):
+        return "application/gzip"
+    if head_bytes.startswith(b"PK\x03\x04"):
+        return "application/zip"
+    if head_bytes.startswith(b"%PDF"):
+        return "application/pdf"
+    if head_bytes.startswith(b"\x89PNG"):
+        return "image/png"
+    if b"\x00" in head_bytes[:4096] and not head_bytes.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "application/octet-stream"
+    return "text/csv" if name.lower().endswith(".csv") else "application/octet-stream"
+
+
+def first_bytes(s3: Any, bucket: str, key: str, n: int = 4096) -> bytes:
+    try:
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"].read()
+    except ClientError:
+        return b""
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "")) or str(
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
     )

@@ -1,17 +1,19 @@
-"""Transform one raw CSV object: apply the contract, write Parquet and rejected rows.
+"""Transform one raw object version: apply the contract, write Parquet and rejected rows.
 
-Reads the object as a stream (memory bounded by the batch size), writes clean rows
-to `processed/.../<file>.parquet` (zstd) and rejected rows, with their line number
-and reason, to `rejected/.../<file>.csv`. Output objects are written whole (S3 PUTs
-are atomic), so a killed task never leaves a partial object behind, and the same
-input always gives the same bytes.
+Reads exactly the listed version as a stream (memory bounded by the batch size), writes clean
+rows to `processed/.../<file name>.parquet` (zstd) and rejected rows, with their line number
+and reason, to `rejected/.../<file name>.rejected.csv`; every output keeps the whole raw file
+name, so `a.csv`, `a.CSV` and `a.csv.gz` never share one, and carries the raw version it was
+made from in its metadata. A file that breaks the contract as a whole is rejected (unreadable
+ones are copied to `rejected/` byte for byte, named and typed as what they are); a file that
+falls short of a `quarantine_file` expectation has its Parquet set aside in `rejected/`.
+Outputs are written whole (S3 PUTs are atomic), and the same input always gives the same bytes.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -21,75 +23,82 @@ import pyarrow.parquet as pq
 from include.etl import storage
 from include.etl.cleaning import (
     clean_batch,
+    describe_expectation,
+    file_expectations,
     malformed_table,
-    output_schema,
-    rejected_schema,
     whole_file_rejected,
 )
-from include.etl.config import PipelineSettings
-from include.etl.contract import Contract
+from include.etl.contract import Contract, RowCountBetween
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
+from include.etl.results import FileResult
+from include.etl.schema import SOURCE_LINE, output_schema, rejected_schema
+from include.etl.settings import DatasetSettings
+from include.etl.storage import ObjectChangedError, RawObject
 
 PARQUET_COMPRESSION = "zstd"
-SOURCE_LINE_SORT = [("source_line", "ascending")]
+PARQUET_TYPE = "application/vnd.apache.parquet"
 _PARQUET = "clean.parquet"
 _REJECTED = "rejected.csv"
 
 
-@dataclass
-class FileResult:
-    """What happened to one raw file; small enough for XCom."""
+class ZoneKeys:
+    """Where the outputs of one raw key go: unique per raw key (the raw file name is kept whole)."""
 
-    source_key: str
-    etag: str
-    processed_key: str | None = None
-    rejected_key: str | None = None
-    validation_key: str | None = None
-    status: str = "processed"  # processed | rejected (whole file)
-    reason: str | None = None
-    rows_read: int = 0
-    rows_clean: int = 0
-    rows_rejected: int = 0
-    blank_lines: int = 0
-    encoding: str | None = None
-    extra_columns: list[str] = field(default_factory=list)
-    # Values read differently from their raw bytes, counted by kind ("rows decoded as cp1252": 3).
-    reinterpreted: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def __init__(self, raw_key: str, settings: DatasetSettings) -> None:
+        raw, processed, rejected = settings.raw_prefix, settings.processed_prefix, settings.rejected_prefix
+        self.processed = storage.zone_key(raw_key, raw, processed, ".parquet")
+        self.report = storage.zone_key(raw_key, raw, processed, ".validation.json")
+        self.rejected_rows = storage.zone_key(raw_key, raw, rejected, ".rejected.csv")
+        self.rejected_copy = storage.zone_key(raw_key, raw, rejected)  # an unreadable file, as is
+        self.quarantined = storage.zone_key(raw_key, raw, rejected, ".parquet")
 
 
-def transform_file(s3: Any, obj: storage.RawObject, contract: Contract, settings: PipelineSettings) -> FileResult:
-    """Clean one raw object into its processed and rejected objects."""
-    keys = _ZoneKeys(
-        processed=storage.zone_key(obj.key, settings.raw_prefix, settings.processed_prefix, ".parquet"),
-        rejected=storage.zone_key(obj.key, settings.raw_prefix, settings.rejected_prefix, ".csv"),
-    )
-    opener = open_raw(lambda: storage.open_object(s3, settings.raw_bucket, obj.key, obj.etag), obj.gzipped)
+def transform_file(s3: Any, obj: RawObject, contract: Contract, settings: DatasetSettings) -> FileResult:
+    """Clean one raw object version into its processed and rejected objects.
+
+    Raises only for faults (S3 unreachable, ...); what the data does wrong is in the result.
+    """
+    keys = ZoneKeys(obj.key, settings)
+    version: dict[str, str | None] = {}
+
+    def open_body() -> Any:
+        body, version_id = storage.open_version(s3, settings.raw_bucket, obj)
+        version.setdefault("id", version_id)
+        return body
+
+    opener = open_raw(open_body, obj.gzipped)
     with tempfile.TemporaryDirectory(prefix="transform-") as tmp:
         try:
-            result = _clean_to_files(opener, obj, contract, settings, tmp)
+            result, unmet = _clean_to_files(opener, obj, contract, settings, tmp)
+        except ObjectChangedError:
+            return FileResult.for_version(
+                obj, status="superseded", reason="the object changed or was deleted after it was listed"
+            )
         except CsvFormatError as exc:
-            return _reject_unreadable(s3, obj, settings, keys, str(exc))
-        _publish(s3, result, settings, keys, tmp)
+            result = _reject_unreadable(s3, obj, settings, keys, str(exc))
+        else:
+            _judge_expectations(result, contract, unmet)
+            if _newer_output_exists(s3, settings, keys, obj):
+                return FileResult.for_version(
+                    obj, status="superseded", reason="a newer version of the object was transformed meanwhile"
+                )
+            _publish(s3, result, settings, keys, obj, tmp)
+        result.version_id = version.get("id")
     return result
 
 
-@dataclass(frozen=True)
-class _ZoneKeys:
-    processed: str
-    rejected: str
-
-
 def _clean_to_files(
-    opener: Any, obj: storage.RawObject, contract: Contract, settings: PipelineSettings, tmp: str
-) -> FileResult:
-    """Stream the CSV through the contract into tmp/clean.parquet and tmp/rejected.csv."""
-    result = FileResult(source_key=obj.key, etag=obj.etag)
+    opener: Any, obj: RawObject, contract: Contract, settings: DatasetSettings, tmp: str
+) -> tuple[FileResult, list[tuple[int, int]]]:
+    """Stream the CSV through the contract into tmp/clean.parquet and tmp/rejected.csv.
+
+    Also returns, per file-level expectation, (clean rows that do not meet it, rows evaluated).
+    """
+    result = FileResult.for_version(obj)
     stream = read_csv(opener, contract.csv, settings.batch_bytes)
     mapping = contract.map_headers(stream.header)
     result.extra_columns = list(mapping.extra)
+    result.notes = list(stream.notes)
     if mapping.missing:
         result.status, result.reason = "rejected", f"missing required column(s): {', '.join(mapping.missing)}"
 
@@ -102,6 +111,8 @@ def _clean_to_files(
         rejected_writer.write_table(table)
         result.rows_rejected += table.num_rows
 
+    expectations = file_expectations(contract)
+    unmet = [[0, 0] for _ in expectations]
     schema = output_schema(contract)
     with pq.ParquetWriter(os.path.join(tmp, _PARQUET), schema, compression=PARQUET_COMPRESSION) as writer:
         for batch in stream.batches:
@@ -117,9 +128,12 @@ def _clean_to_files(
                 writer.write_table(cleaned.clean)
                 result.rows_clean += cleaned.clean.num_rows
                 rejected.append(cleaned.rejected)
+                for counts, (batch_unmet, evaluated) in zip(unmet, cleaned.unmet, strict=True):
+                    counts[0] += batch_unmet
+                    counts[1] += evaluated
             merged = pa.concat_tables(rejected)
             if merged.num_rows:
-                write_rejected(merged.sort_by(SOURCE_LINE_SORT))
+                write_rejected(merged.sort_by([(SOURCE_LINE, "ascending")]))
     if result.reason and rejected_writer is None:
         write_rejected(pa.Table.from_pylist([], schema=rejected_schema(stream.header)))  # header only: no rows
     if rejected_writer is not None:
@@ -128,45 +142,81 @@ def _clean_to_files(
     result.encoding = stream.encoding
     if stream.stats.fallback_rows:
         result.reinterpreted[f"rows decoded as {contract.csv.fallback_encoding}"] = stream.stats.fallback_rows
-    return result
+    return result, [(u, e) for u, e in unmet]
 
 
-def _publish(s3: Any, result: FileResult, settings: PipelineSettings, keys: _ZoneKeys, tmp: str) -> None:
-    """Upload the outputs and remove outputs a previous version of the file left behind."""
+def _judge_expectations(result: FileResult, contract: Contract, unmet_counts: list[tuple[int, int]]) -> None:
+    """quarantine_file and warn expectations, on the file's clean rows."""
+    if result.status != "processed":
+        return
+    quarantine: list[str] = []
+    for e, (unmet, evaluated) in zip(file_expectations(contract), unmet_counts, strict=True):
+        if isinstance(e, RowCountBetween):
+            rows = result.rows_clean
+            low = e.min_value is not None and rows < e.min_value
+            high = e.max_value is not None and rows > e.max_value
+            if not (low or high):
+                continue
+            text = f"{describe_expectation(e)}: the file has {rows} clean row(s)"
+        else:
+            share = 1.0 if evaluated == 0 else (evaluated - unmet) / evaluated
+            if share >= e.mostly:
+                continue
+            text = (
+                f"{describe_expectation(e)}: {unmet} of {evaluated} row(s) do not meet it "
+                f"({share:.1%} do; the contract asks for {e.mostly:.0%})"
+            )
+        if e.description:
+            text += f" - {e.description}"
+        (quarantine if e.severity == "quarantine_file" else result.warnings).append(text)
+    if quarantine:
+        result.status, result.quarantined = "rejected", True
+        result.reason = "quarantined: " + "; ".join(quarantine)
+
+
+def _newer_output_exists(s3: Any, settings: DatasetSettings, keys: ZoneKeys, obj: RawObject) -> bool:
+    """Whether the key's processed object was made from a newer raw version (a later run got there first)."""
+    try:
+        meta = s3.head_object(Bucket=settings.processed_bucket, Key=keys.processed).get("Metadata") or {}
+    except Exception:  # no object yet (or not readable): nothing newer to protect
+        return False
+    made_from = meta.get(storage.SOURCE_MODIFIED)
+    return bool(made_from) and made_from > obj.last_modified.isoformat()
+
+
+def _publish(s3: Any, result: FileResult, settings: DatasetSettings, keys: ZoneKeys, obj: RawObject, tmp: str) -> None:
+    """Upload the outputs and remove the outputs an earlier version of the key left that no longer apply."""
     bucket = settings.processed_bucket
+    made_from = {"Metadata": storage.source_metadata(obj)}
+    extra = {**made_from, **settings.put_args}
+    parquet = os.path.join(tmp, _PARQUET)
     if result.status == "processed":
-        storage.upload(
-            s3, os.path.join(tmp, _PARQUET), bucket, keys.processed, "application/vnd.apache.parquet", settings.put_args
-        )
+        storage.upload(s3, parquet, bucket, keys.processed, PARQUET_TYPE, extra)
         result.processed_key = keys.processed
-    else:
-        storage.delete(s3, bucket, keys.processed)
+        for stale in (keys.quarantined, keys.rejected_copy):
+            storage.delete(s3, bucket, stale)
+    elif result.quarantined:
+        storage.upload(s3, parquet, bucket, keys.quarantined, PARQUET_TYPE, _with_reason(extra, result.reason))
+    # A rejected file leaves the processed object alone: it belongs to the version still loaded.
     if result.rows_rejected or result.reason:
-        metadata = _reason_metadata(result.reason) if result.reason else {}
-        storage.upload(
-            s3, os.path.join(tmp, _REJECTED), bucket, keys.rejected, "text/csv", {**metadata, **settings.put_args}
-        )
-        result.rejected_key = keys.rejected
-    else:
-        storage.delete(s3, bucket, keys.rejected)
+        rejected_extra = _with_reason(extra, result.reason) if result.reason else extra
+        storage.upload(s3, os.path.join(tmp, _REJECTED), bucket, keys.rejected_rows, "text/csv", rejected_extra)
+        result.rejected_key = keys.rejected_rows
+    elif result.status == "processed":
+        storage.delete(s3, bucket, keys.rejected_rows)
 
 
-def _reject_unreadable(
-    s3: Any, obj: storage.RawObject, settings: PipelineSettings, keys: _ZoneKeys, reason: str
-) -> FileResult:
-    """A file that cannot be read as CSV is copied to rejected/ as is, with the reason in its metadata."""
-    storage.copy(
-        s3,
-        settings.raw_bucket,
-        obj.key,
-        settings.processed_bucket,
-        keys.rejected,
-        {**_reason_metadata(reason), **settings.put_args},
-    )
-    storage.delete(s3, settings.processed_bucket, keys.processed)
-    return FileResult(source_key=obj.key, etag=obj.etag, rejected_key=keys.rejected, status="rejected", reason=reason)
+def _reject_unreadable(s3: Any, obj: RawObject, settings: DatasetSettings, keys: ZoneKeys, reason: str) -> FileResult:
+    """A file that cannot be read as CSV is copied to rejected/ as is, typed by its bytes, with the reason."""
+    content_type = storage.sniff_content_type(storage.first_bytes(s3, settings.raw_bucket, obj.key), obj.key)
+    extra = _with_reason({"Metadata": storage.source_metadata(obj), **settings.put_args}, reason)
+    extra["ContentType"] = content_type
+    storage.copy(s3, settings.raw_bucket, obj.key, settings.processed_bucket, keys.rejected_copy, extra)
+    storage.delete(s3, settings.processed_bucket, keys.rejected_rows)
+    return FileResult.for_version(obj, rejected_key=keys.rejected_copy, status="rejected", reason=reason)
 
 
-def _reason_metadata(reason: str) -> dict[str, Any]:
+def _with_reason(extra: dict[str, Any], reason: str | None) -> dict[str, Any]:
     # S3 user metadata must be ASCII.
-    return {"Metadata": {"reject-reason": reason.encode("ascii", "replace").decode()[:1024]}}
+    text = (reason or "").encode("ascii", "replace").decode()[:1024]
+    return {**extra, "Metadata": {**extra.get("Metadata", {}), "reject-reason": text}}

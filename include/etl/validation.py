@@ -1,9 +1,12 @@
-"""Great Expectations validation of processed files, before they are loaded.
+"""The contract's Great Expectations suite, and its report on each processed file.
 
-The suite lives next to the contract (`include/contracts/<dataset>.expectations.json`).
-A file is validated batch by batch (memory bounded like the transform); its report is
-stored as JSON beside the file, and a file that fails any expectation is quarantined and
-never loaded, without holding back the others. GX is imported lazily: it is slow to import.
+The suite is generated from the contract (one source of truth): its column rules (NOT NULL,
+bounds, allowed values, lengths) and its own expectations, each with the contract's
+`severity` and `mostly` in the expectation's meta. The transform already enforced every rule
+row by row (and judged the file-level ones), so on processed files the suite is an
+independent audit: `reject_row` and `quarantine_file` rules must hold there, `warn` rules may
+not. The report goes beside the processed file (`<file name>.validation.json`). It runs beside
+the load, off the run's critical path; GX is imported lazily (it takes seconds).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,40 +23,68 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from include.etl import storage
-from include.etl.config import PipelineSettings
-from include.etl.contract import CONTRACTS_DIR
-from include.etl.transform import FileResult
+from include.etl.contract import Contract
+from include.etl.results import FileResult
+from include.etl.settings import DatasetSettings
+from include.etl.transform import ZoneKeys
 
 _BATCH_ROWS = 250_000
 _EXAMPLES = 5
+_NUMERIC = ("integer", "decimal")
 
 
-def suite_path(dataset: str) -> Path:
-    return CONTRACTS_DIR / f"{dataset}.expectations.json"
+def suite_spec(contract: Contract) -> dict[str, Any]:
+    """The suite as GX's JSON: {"name", "expectations": [{"type", "kwargs", "meta"}]}."""
+    expectations: list[dict[str, Any]] = []
+
+    def add(kind: str, severity: str, mostly: float = 1.0, source: str = "column rule", **kwargs: Any) -> None:
+        if mostly < 1.0:
+            kwargs["mostly"] = mostly
+        expectations.append({"type": kind, "kwargs": kwargs, "meta": {"severity": severity, "source": source}})
+
+    for col in contract.columns:
+        if not col.nullable:
+            add("expect_column_values_to_not_be_null", "reject_row", column=col.name)
+        if col.type in _NUMERIC and (col.min is not None or col.max is not None):
+            bounds = {"min_value": _number(col.min), "max_value": _number(col.max)}
+            add("expect_column_values_to_be_between", "reject_row", column=col.name, **bounds)
+        if col.allowed:
+            add("expect_column_values_to_be_in_set", "reject_row", column=col.name, value_set=list(col.allowed))
+        if col.max_length is not None:
+            add("expect_column_value_lengths_to_be_between", "reject_row", column=col.name, max_value=col.max_length)
+    for e in contract.expectations:
+        kwargs = e.model_dump(exclude={"expectation", "severity", "mostly", "description"}, exclude_none=True)
+        for name in ("min_value", "max_value"):
+            if name in kwargs:
+                kwargs[name] = _number(kwargs[name])
+        if "value_set" in kwargs:
+            kwargs["value_set"] = list(kwargs["value_set"])
+        add(e.expectation, e.severity, e.mostly, "contract expectation", **kwargs)
+    return {"name": f"{contract.dataset}_contract", "expectations": expectations}
+
+
+def _number(value: Any) -> Any:
+    return None if value is None else float(value)
 
 
 @dataclass
 class ValidationReport:
-    """Outcome of one file's validation; `failures` names each failed expectation."""
+    """One file's validation; `failures` names each expectation the file did not meet."""
 
     suite: str
-    success: bool = True
+    source_key: str = ""
+    success: bool = True  # every reject_row and quarantine_file expectation met
     batches: int = 0
     rows: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
+    report_key: str | None = None
 
-    def reason(self) -> str:
-        parts = [
-            f"{f['expectation']}({f.get('column') or ''}): {f['unexpected_count']} unexpected" for f in self.failures
-        ]
-        return "failed expectations: " + "; ".join(parts)
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, default=str)
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class SuiteValidator:
-    """An ephemeral GX context holding one suite, validating pandas DataFrames."""
+    """An ephemeral GX context holding one suite, validating pandas DataFrames batch by batch."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         import great_expectations as gx
@@ -66,14 +97,14 @@ class SuiteValidator:
         asset = self._context.data_sources.add_pandas("processed").add_dataframe_asset(self.name)
         self._batch_definition = asset.add_batch_definition_whole_dataframe("file_batch")
         expectations = [
-            ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {})).to_domain_obj()
+            ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {}), meta=e.get("meta")).to_domain_obj()
             for e in spec["expectations"]
         ]
         self._suite = self._context.suites.add(gx.ExpectationSuite(name=self.name, expectations=expectations))
 
     @classmethod
-    def for_dataset(cls, dataset: str) -> SuiteValidator:
-        return cls(json.loads(suite_path(dataset).read_text(encoding="utf-8")))
+    def for_contract(cls, contract: Contract) -> SuiteValidator:
+        return cls(suite_spec(contract))
 
     def validate_table(self, table: pa.Table, report: ValidationReport) -> None:
         """Validate one batch and fold its outcome into the report."""
@@ -85,22 +116,29 @@ class SuiteValidator:
         for r in result.results:
             if r.success:
                 continue
-            report.success = False
             config = r.expectation_config
+            severity = (config.meta or {}).get("severity", "reject_row")
+            if severity != "warn":
+                report.success = False
             column = config.kwargs.get("column")
             failure = next(
                 (f for f in report.failures if f["expectation"] == config.type and f.get("column") == column), None
             )
             if failure is None:
-                failure = {"expectation": config.type, "column": column, "unexpected_count": 0, "examples": []}
+                failure = {
+                    "expectation": config.type,
+                    "column": column,
+                    "severity": severity,
+                    "unexpected_count": 0,
+                    "examples": [],
+                }
                 report.failures.append(failure)
             details = r.result or {}
             failure["unexpected_count"] += int(details.get("unexpected_count") or 0)
             room = _EXAMPLES - len(failure["examples"])
             failure["examples"] += [str(v) for v in (details.get("partial_unexpected_list") or [])[:room]]
 
-    def validate_parquet(self, path: str) -> ValidationReport:
-        report = ValidationReport(suite=self.name)
+    def validate_parquet(self, path: str, report: ValidationReport) -> ValidationReport:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
             self.validate_table(pa.Table.from_batches([batch]), report)
         return report
@@ -114,29 +152,32 @@ def _to_pandas(table: pa.Table) -> Any:
     return pa.table(dict(columns)).to_pandas()
 
 
-def validate_processed(s3: Any, result: FileResult, validator: SuiteValidator, settings: PipelineSettings) -> None:
-    """Validate a transformed file in place: store the report, quarantine the file if it fails."""
+def validate_processed(
+    s3: Any, result: FileResult, validator: SuiteValidator, settings: DatasetSettings
+) -> dict[str, Any]:
+    """Validate one processed file and store the report beside it; returns the report as a dict."""
     assert result.processed_key, "only processed files are validated"
     bucket = settings.processed_bucket
+    report = ValidationReport(suite=validator.name, source_key=result.source_key)
     with tempfile.TemporaryDirectory(prefix="validate-") as tmp:
         path = os.path.join(tmp, "file.parquet")
-        s3.download_file(bucket, result.processed_key, path)
-        report = validator.validate_parquet(path)
+        try:
+            storage.download_version(s3, bucket, result.processed_key, result.raw, path)
+        except storage.ObjectChangedError:
+            report.failures.append(
+                {
+                    "expectation": "(not validated)",
+                    "column": None,
+                    "severity": "warn",
+                    "unexpected_count": 0,
+                    "examples": ["a newer version was processed meanwhile"],
+                }
+            )
+            return report.to_dict()
+        validator.validate_parquet(path, report)
+        report.report_key = ZoneKeys(result.source_key, settings).report
         report_path = os.path.join(tmp, "report.json")
-        Path(report_path).write_text(report.to_json(), encoding="utf-8")
-        if report.success:
-            result.validation_key = _report_key(result.processed_key)
-            storage.upload(s3, report_path, bucket, result.validation_key, "application/json", settings.put_args)
-            return
-        quarantined = storage.zone_key(result.source_key, settings.raw_prefix, settings.rejected_prefix, ".parquet")
-        storage.copy(s3, bucket, result.processed_key, bucket, quarantined, settings.put_args)
-        storage.delete(s3, bucket, result.processed_key)
-        result.validation_key = _report_key(quarantined)
-        storage.upload(s3, report_path, bucket, result.validation_key, "application/json", settings.put_args)
-    result.status, result.reason = "rejected", report.reason()
-    result.processed_key = None
-    result.rows_rejected, result.rows_clean = result.rows_read, 0
-
-
-def _report_key(parquet_key: str) -> str:
-    return parquet_key.rsplit(".", 1)[0] + ".validation.json"
+        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, default=str), encoding="utf-8")
+        extra = {"Metadata": storage.source_metadata(result.raw), **settings.put_args}
+        storage.upload(s3, report_path, bucket, report.report_key, "application/json", extra)
+    return report.to_dict()

@@ -25,21 +25,43 @@ def test_every_dag_is_tagged_documented_and_retried(dagbag: DagBag) -> None:
         assert dag.default_args.get("retries", 0) >= 2, f"{dag_id} must retry tasks at least twice"
 
 
-def test_orders_pipeline_shape(dagbag: DagBag) -> None:
-    dag = dagbag.dags["orders_pipeline"]
+@pytest.mark.parametrize("dataset", ["orders", "customers"])
+def test_every_contract_has_its_pipeline_of_the_same_shape(dagbag: DagBag, dataset: str) -> None:
+    dag = dagbag.dags[f"{dataset}_pipeline"]
     assert set(dag.task_dict) == {
-        "list_new_files",
+        "list_files",
         "transform",
-        "validate",
         "load",
+        "validation_report",
         "table_changed",
         "check_columns",
         "check_table",
         "notify",
     }
-    assert dag.task_dict["transform"].downstream_task_ids == {"validate"}
-    assert dag.task_dict["validate"].trigger_rule == "all_done"
-    assert dag.task_dict["validate"].downstream_task_ids == {"load"}
+    assert dag.task_dict["transform"].downstream_task_ids == {"load", "validation_report"}
+    assert dag.task_dict["load"].trigger_rule == "all_done"  # a failed transform's files are recorded
+    assert dag.task_dict["validation_report"].downstream_task_ids == {"notify"}  # beside the load, not before it
     assert dag.task_dict["table_changed"].downstream_task_ids == {"check_columns", "check_table"}
-    assert dag.task_dict["notify"].upstream_task_ids == {"check_columns", "check_table", "load"}
+    assert dag.task_dict["notify"].upstream_task_ids == {"check_columns", "check_table", "load", "validation_report"}
     assert dag.task_dict["notify"].trigger_rule == "none_failed"  # runs when the checks are skipped
+    assert dataset in dag.tags
+    assert [o.name for o in dag.task_dict["check_table"].outlets] == [f"warehouse.analytics.{dataset}"]
+
+
+def test_a_broken_contract_is_an_import_error_naming_file_key_and_problem(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from local_stack.config import PROJECT_ROOT as ROOT
+
+    contracts = tmp_path / "contracts"
+    contracts.mkdir()
+    text = (ROOT / "include" / "contracts" / "orders.yml").read_text(encoding="utf-8")
+    (contracts / "orders.yml").write_text(text.replace("required: true", "requird: true", 1), encoding="utf-8")
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag; "
+        f"print(list(DagBag(dag_folder={str(ROOT / 'dags')!r}).import_errors.values()))"
+    )
+    env = {**__import__("os").environ, "ETL_CONTRACTS_DIR": str(contracts)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "orders.yml: columns.order_id.requird: unknown key 'requird' (did you mean 'required'?)" in out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import dataclasses
 import gzip
 import io
 import re
@@ -30,15 +29,16 @@ import pytest
 import yaml
 
 from include.etl import storage
-from include.etl.cleaning import output_schema
-from include.etl.config import PipelineSettings
 from include.etl.contract import Contract, load_contract
-from include.etl.transform import FileResult, transform_file
+from include.etl.results import FileResult
+from include.etl.schema import output_schema
+from include.etl.settings import DatasetSettings
+from include.etl.transform import ZoneKeys, transform_file
 from tests.helpers import moto_s3
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "bad_input"
 CASES: dict[str, Any] = yaml.safe_load((DATA / "cases.yml").read_text(encoding="utf-8"))
-SETTINGS = PipelineSettings(raw_bucket="raw", processed_bucket="processed")
+SETTINGS = DatasetSettings(dataset="orders", raw_bucket="raw", processed_bucket="processed")
 DAY = "2026-01-02"
 ORDERS = load_contract("orders")
 LINEAGE = ["source_line", "reject_reason", "raw_record"]
@@ -58,7 +58,7 @@ def s3() -> Iterator[Any]:
 def _contract(case: dict[str, Any]) -> Contract:
     if "delimiter" not in case:
         return ORDERS
-    return dataclasses.replace(ORDERS, csv=dataclasses.replace(ORDERS.csv, delimiter=case["delimiter"]))
+    return ORDERS.model_copy(update={"csv": ORDERS.csv.model_copy(update={"delimiter": case["delimiter"]})})
 
 
 def _put(s3: Any, name: str, body: bytes, day: str = DAY) -> storage.RawObject:
@@ -157,8 +157,9 @@ def _assert_outcome(case: dict[str, Any], result: FileResult) -> None:
 
 
 def _assert_zone_objects(s3: Any, case: dict[str, Any], obj: storage.RawObject, result: FileResult) -> pa.Table:
-    processed_key = storage.zone_key(obj.key, SETTINGS.raw_prefix, SETTINGS.processed_prefix, ".parquet")
-    rejected_key = storage.zone_key(obj.key, SETTINGS.raw_prefix, SETTINGS.rejected_prefix, ".csv")
+    zone = ZoneKeys(obj.key, SETTINGS)
+    processed_key = zone.processed
+    rejected_key = zone.rejected_copy if case.get("unreadable") else zone.rejected_rows
     keys = _keys(s3)
     contract = _contract(case)
     if result.status == "processed":
@@ -309,7 +310,7 @@ def _large_file(dirt: str) -> tuple[bytes, list[int], list[int], int]:
 @pytest.mark.parametrize("dirt", ["none", "blank-and-malformed", "cp1252"])
 def test_large_file_in_small_batches(s3: Any, dirt: str) -> None:
     body, clean_lines, rejected_lines, blank = _large_file(dirt)
-    settings = dataclasses.replace(SETTINGS, batch_bytes=1 << 20)  # ~13 batches on the fast path
+    settings = SETTINGS.model_copy(update={"batch_bytes": 1 << 20})  # ~13 batches on the fast path
     obj = _put(s3, f"large_{dirt}.csv", body, day="2026-03-01")
 
     result = transform_file(s3, obj, ORDERS, settings)

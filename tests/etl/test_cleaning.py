@@ -9,17 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from include.etl.cleaning import (
-    REJECT_REASON,
-    SOURCE_KEY,
-    SOURCE_LINE,
-    CleanBatch,
-    clean_batch,
-    output_schema,
-    rejected_schema,
-)
+from include.etl.cleaning import CleanBatch, clean_batch
 from include.etl.contract import Contract
 from include.etl.csv_reader import RawBatch
+from include.etl.schema import REJECT_REASON, SOURCE_KEY, SOURCE_LINE, output_schema, rejected_schema
 
 HEADER = ["order_id", "order_ts", "customer_id", "product_name", "category", "quantity", "unit_price", "region"]
 VALID = {

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 import yaml
 
-from include.etl.contract import CONTRACTS_DIR, Contract, ContractError, load_contract, parse_contract
+from include.etl.contract import (
+    CONTRACTS_DIR,
+    Contract,
+    ContractError,
+    contract_paths,
+    load_contract,
+    parse_contract,
+)
 
 CANONICAL = ["order_id", "order_ts", "customer_id", "product_name", "category", "quantity", "unit_price", "region"]
 REQUIRED = ["order_id", "order_ts", "product_name", "quantity", "unit_price", "region"]
@@ -26,8 +33,11 @@ def test_load_contract_orders_identity(contract: Contract) -> None:
     assert contract.dataset == "orders"
     assert contract.table == "analytics.orders"
     assert (contract.schema_name, contract.table_name) == ("analytics", "orders")
-    assert contract.key == "order_id"
+    assert contract.key == ("order_id",)
     assert contract.latest_by == "order_ts"
+    assert contract.ledger_table == "etl.orders_file_ledger"
+    assert contract.duplicates_table == "etl.orders_duplicates"
+    assert contract.timezone == "UTC"
 
 
 def test_load_contract_orders_columns_in_table_order(contract: Contract) -> None:
@@ -90,9 +100,14 @@ def test_load_contract_orders_csv_dialect(contract: Contract) -> None:
 
 
 def test_load_contract_by_path_equals_by_name(tmp_path) -> None:
-    path = tmp_path / "my_orders.yml"
+    path = tmp_path / "orders.yml"
     path.write_text((CONTRACTS_DIR / "orders.yml").read_text(encoding="utf-8"), encoding="utf-8")
     assert load_contract(path) == load_contract("orders")
+
+
+def test_every_shipped_contract_loads() -> None:
+    datasets = [load_contract(p).dataset for p in contract_paths()]
+    assert datasets == ["customers", "orders"]
 
 
 # --- header matching ----------------------------------------------------------------
@@ -198,21 +213,23 @@ def test_map_headers_optional_columns_are_never_missing(
     assert contract.map_headers(headers).missing == missing
 
 
-def test_map_headers_own_name_beats_another_columns_alias() -> None:
-    contract = parse_contract(
-        {
-            "dataset": "d",
-            "table": "t",
-            "key": "a",
-            "columns": {"a": {"aliases": ["b"]}, "b": {"required": True}},
-        }
-    )
-    mapping = contract.map_headers(["b"])
-    assert mapping.index_of == {"b": 0}
-    assert mapping.missing == ()
+def test_an_alias_that_is_another_columns_name_is_refused() -> None:
+    """Ambiguous headers are a contract error, not a silent choice at read time."""
+    with pytest.raises(ContractError, match="header 'b' of column 'b' already matches column 'a'"):
+        parse_contract(
+            {
+                "dataset": "d",
+                "table": "t",
+                "key": "a",
+                "columns": {
+                    "a": {"type": "text", "required": True, "aliases": ["b"]},
+                    "b": {"type": "text", "required": True},
+                },
+            }
+        )
 
 
-# --- contract validation ------------------------------------------------------------
+# --- contract validation: every contract the transform could not run fails at parse time ------------
 
 
 def _with(change) -> dict[str, Any]:
@@ -221,53 +238,283 @@ def _with(change) -> dict[str, Any]:
     return doc
 
 
+def _set(*path: str, value: Any):
+    def change(doc: dict[str, Any]) -> None:
+        target = doc
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+
+    return change
+
+
+def _drop(*path: str):
+    def change(doc: dict[str, Any]) -> None:
+        target = doc
+        for part in path[:-1]:
+            target = target[part]
+        del target[path[-1]]
+
+    return change
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         pytest.param(
-            lambda d: d["columns"]["quantity"].update(type="float"),
-            "column 'quantity': unknown type 'float'",
+            _set("columns", "quantity", "requird", value=True),
+            "columns.quantity.requird: unknown key 'requird' (did you mean 'required'?)",
+            id="typo-in-a-column-key",
+        ),
+        pytest.param(
+            _set("latest_bye", value="order_ts"),
+            "latest_bye: unknown key 'latest_bye' (did you mean 'latest_by'?)",
+            id="typo-at-the-top",
+        ),
+        pytest.param(
+            _set("csv", "fallback_encodng", value="latin-1"),
+            "csv.fallback_encodng: unknown key 'fallback_encodng' (did you mean 'fallback_encoding'?)",
+            id="typo-in-the-dialect",
+        ),
+        pytest.param(
+            _set("columns", "quantity", "type", value="float"),
+            "columns.quantity.type: Input should be 'text', 'integer', 'decimal', 'boolean', 'date' or 'timestamp'",
             id="unknown-type",
         ),
         pytest.param(
-            lambda d: d["derived"]["order_date"].update({"from": "order_time"}),
+            _set("columns", "order_id", "on_blank", value="UNKNOWN"),
+            "key column 'order_id' must have `on_blank: reject`: a fill value or NULL would merge distinct rows",
+            id="fill-value-on-the-key",
+        ),
+        pytest.param(
+            _set("columns", "order_id", "on_blank", value=None),
+            "key column 'order_id' must have `on_blank: reject`",
+            id="null-on-the-key",
+        ),
+        pytest.param(
+            _set("derived", "total_price", "scale", value=1),
+            "derived column 'total_price': scale 1 would round the product of quantity, unit_price (it needs scale 2)",
+            id="decimal-scales-that-do-not-fit",
+        ),
+        pytest.param(
+            _set("columns", "unit_price", "scale", value=14),
+            "columns.unit_price: scale 14 is larger than precision 12",
+            id="scale-above-precision",
+        ),
+        pytest.param(
+            _set("columns", "unit_price", "min", value=0.001),
+            "columns.unit_price: min 0.001 does not fit numeric(12,2)",
+            id="bound-beyond-the-scale",
+        ),
+        pytest.param(
+            _set("columns", "quantity", "max", value=2**64),
+            "columns.quantity: max 18446744073709551616 does not fit a 64-bit integer",
+            id="bound-beyond-64-bits",
+        ),
+        pytest.param(
+            _set("columns", "quantity", "on_blank", value="none"),
+            "columns.quantity: on_blank fill value: on_blank 'none' must be a whole number",
+            id="fill-value-of-another-type",
+        ),
+        pytest.param(
+            _set("columns", "region", "on_blank", value="Mars"),
+            "columns.region: on_blank fill value: on_blank 'Mars' is not one of the allowed values",
+            id="fill-value-not-allowed",
+        ),
+        pytest.param(
+            _set("columns", "region", "precision", value=3),
+            "columns.region: option(s) ['precision'] do not apply to type text",
+            id="option-of-another-type",
+        ),
+        pytest.param(
+            _set("timezone", value="Europe/Atlantis"),
+            "timezone: unknown time zone 'Europe/Atlantis' (use an IANA name such as Europe/Berlin)",
+            id="unknown-timezone",
+        ),
+        pytest.param(
+            _set("columns", "order_ts", "timezone", value="EST5"),
+            "columns.order_ts.timezone: unknown time zone 'EST5'",
+            id="unknown-column-timezone",
+        ),
+        pytest.param(
+            _set("csv", "fallback_encoding", value="klingon"),
+            "csv.fallback_encoding: unknown encoding 'klingon'",
+            id="unknown-encoding",
+        ),
+        pytest.param(
+            _set("csv", "delimiter", value=";;"),
+            "csv.delimiter: must be a single character other than a line end",
+            id="delimiter-of-two-characters",
+        ),
+        pytest.param(
+            _set("derived", "order_date", "from", value="order_time"),
             "derived column 'order_date' refers to unknown column 'order_time'",
             id="derived-from-unknown",
         ),
         pytest.param(
-            lambda d: d["derived"]["total_price"].update(product_of=["quantity", "price"]),
+            _set("derived", "total_price", "product_of", value=["quantity", "price"]),
             "derived column 'total_price' refers to unknown column 'price'",
             id="derived-product-of-unknown",
         ),
         pytest.param(
-            lambda d: d["derived"].update(margin={"type": "decimal"}),
-            "derived column 'margin' needs `from` or `product_of`",
+            _set("derived", "margin", value={"type": "decimal", "precision": 10, "scale": 2}),
+            "derived.margin: needs exactly one of `from` or `product_of`",
             id="derived-without-source",
         ),
         pytest.param(
-            lambda d: d.update(key="order_number"),
-            "unknown column 'order_number' used as key/latest_by",
+            _set("key", value="order_number"),
+            "key column 'order_number' is not a column",
             id="unknown-key",
         ),
         pytest.param(
-            lambda d: d.update(latest_by="updated_at"),
-            "unknown column 'updated_at' used as key/latest_by",
+            _set("latest_by", value="updated_at"),
+            "latest_by column 'updated_at' is not a column",
             id="unknown-latest-by",
+        ),
+        pytest.param(
+            _set("latest_by", value="customer_id") if False else _set("columns", "order_ts", "on_blank", value=None),
+            "latest_by column 'order_ts' must not be NULL",
+            id="nullable-latest-by",
+        ),
+        pytest.param(
+            _set("columns", "customer_id", "on_blank", value="reject"),
+            "column 'customer_id' is optional but rejects blanks",
+            id="optional-column-rejecting-blanks",
+        ),
+        pytest.param(
+            _set("columns", "category", "aliases", value=["product", "cat"]),
+            "header 'product' of column 'category' already matches column 'product_name'",
+            id="alias-of-two-columns",
+        ),
+        pytest.param(
+            _set("columns", "source_key", value={"type": "text", "on_blank": None}),
+            "column(s) ['source_key'] clash with the lineage columns the load adds",
+            id="lineage-column-clash",
+        ),
+        pytest.param(
+            _set("dataset", value="Orders 2"),
+            "dataset: must be a lower-case identifier",
+            id="dataset-name",
+        ),
+        pytest.param(
+            _set("table", value='analytics."orders"; drop table x'),
+            """table: 'analytics."orders"; drop table x' is not a table name (schema.table)""",
+            id="table-name",
+        ),
+        pytest.param(
+            _set("expectations", value=[{"expectation": "expect_column_values_to_be_pretty", "column": "region"}]),
+            "expectations[0]: unknown expectation; use one of:",
+            id="unknown-expectation",
+        ),
+        pytest.param(
+            _set("expectations", value=[{"expectation": "expect_column_values_to_not_be_null", "column": "price"}]),
+            "expectation expect_column_values_to_not_be_null refers to unknown column 'price'",
+            id="expectation-on-unknown-column",
+        ),
+        pytest.param(
+            _set(
+                "expectations",
+                value=[{"expectation": "expect_column_values_to_not_be_null", "column": "region", "mostly": 0.9}],
+            ),
+            "`mostly` applies to quarantine_file and warn; a reject_row rule holds for every row",
+            id="mostly-on-a-row-rule",
+        ),
+        pytest.param(
+            _set(
+                "expectations",
+                value=[{"expectation": "expect_column_values_to_match_regex", "column": "region", "regex": "(["}],
+            ),
+            "invalid regex",
+            id="invalid-regex",
+        ),
+        pytest.param(
+            _drop("columns", "order_ts", "type"),
+            "columns.order_ts.type: Field required",
+            id="type-missing",
         ),
     ],
 )
-def test_parse_contract_rejects_invalid_documents(change, message: str) -> None:
+def test_invalid_contracts_fail_at_parse_time_naming_file_key_and_problem(change, message: str) -> None:
     with pytest.raises(ContractError) as info:
-        parse_contract(_with(change))
-    assert str(info.value) == message
+        parse_contract(_with(change), "include/contracts/orders.yml")
+    assert str(info.value).startswith("include/contracts/orders.yml: ")
+    assert message in str(info.value)
+
+
+def test_load_contract_names_the_file_and_checks_the_dataset_matches_it(tmp_path) -> None:
+    path = tmp_path / "sales.yml"
+    path.write_text((CONTRACTS_DIR / "orders.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ContractError, match=r"sales.yml: dataset: 'orders' must match the file name \('sales'\)"):
+        load_contract(path)
+    (tmp_path / "broken.yml").write_text("dataset: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ContractError, match=r"broken\.yml: not valid YAML"):
+        load_contract(tmp_path / "broken.yml")
+
+
+def test_on_blank_null_in_plain_yaml_means_null() -> None:
+    doc = yaml.safe_load(
+        "dataset: d\ntable: t\nkey: id\ncolumns:\n  id: {type: text, required: true}\n"
+        "  note: {type: text, on_blank: null}\n  n: {type: integer, on_blank: 0}\n"
+    )
+    contract = parse_contract(doc)
+    note, n = contract.column("note"), contract.column("n")
+    assert (note.on_blank, note.nullable, note.fill) == (None, True, None)
+    assert (n.on_blank, n.nullable, n.fill) == (0, False, 0)
+
+
+def test_fallback_encoding_has_one_default() -> None:
+    minimal = {"dataset": "d", "table": "t", "key": "id", "columns": {"id": {"type": "text", "required": True}}}
+    assert parse_contract(minimal).csv.fallback_encoding == "cp1252"
+    assert parse_contract({**minimal, "csv": {"delimiter": ";"}}).csv.fallback_encoding == "cp1252"
+    assert parse_contract({**minimal, "csv": {"fallback_encoding": None}}).csv.fallback_encoding is None
+
+
+@pytest.mark.parametrize(
+    ("bounds", "wide"),
+    [({}, True), ({"min": 0}, True), ({"min": 1, "max": 2147483647}, False), ({"min": 0, "max": 2**31}, True)],
+)
+def test_integers_are_64_bit_unless_both_bounds_fit_32(bounds: dict[str, int], wide: bool) -> None:
+    from include.etl.schema import arrow_type, pg_type
+
+    doc = {
+        "dataset": "d",
+        "table": "t",
+        "key": "id",
+        "columns": {"id": {"type": "integer", "required": True, **bounds}},
+    }
+    col = parse_contract(doc).column("id")
+    assert col.wide_integer is wide
+    assert pg_type(col) == ("bigint" if wide else "integer")
+    assert str(arrow_type(col)) == ("int64" if wide else "int32")
 
 
 def test_parse_contract_defaults_for_minimal_document() -> None:
-    contract = parse_contract({"dataset": "d", "table": "plain", "key": "id", "columns": {"id": None}})
+    contract = parse_contract(
+        {"dataset": "d", "table": "plain", "key": "id", "columns": {"id": {"type": "text", "required": True}}}
+    )
     assert contract.latest_by == "id"
+    assert contract.key == ("id",)
     assert contract.schema_name == "public"
     assert contract.table_name == "plain"
+    assert contract.ledger_table == "etl.d_file_ledger"
+    assert contract.timezone == "UTC"
     col = contract.column("id")
-    assert (col.type, col.required, col.on_blank, col.formats) == ("text", False, "reject", ("ISO8601",))
+    assert (col.type, col.required, col.on_blank, col.formats) == ("text", True, "reject", ())
     assert contract.csv.delimiter == ","
     assert contract.csv.null_values == ("",)
+
+
+def test_composite_keys() -> None:
+    contract = parse_contract(
+        {
+            "dataset": "lines",
+            "table": "t",
+            "key": ["order_id", "line_no"],
+            "columns": {
+                "order_id": {"type": "text", "required": True},
+                "line_no": {"type": "integer", "required": True},
+            },
+        }
+    )
+    assert contract.key == ("order_id", "line_no")
+    assert contract.latest_by == "order_id"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from include.etl import storage
-from include.etl.config import PipelineSettings
+from include.etl.settings import DatasetSettings
 from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
@@ -23,7 +23,7 @@ BODY = (
     ],
 )
 def test_processed_and_rejected_objects_are_encrypted(contract, sse, key_id, expected) -> None:
-    settings = PipelineSettings(s3_sse=sse, s3_sse_kms_key_id=key_id)
+    settings = DatasetSettings(dataset="orders", s3_sse=sse, s3_sse_kms_key_id=key_id)
     assert settings.put_args == expected
     with moto_s3("raw", "processed") as s3:
         s3.put_object(Bucket="raw", Key="raw/orders/dt=2026-01-01/a.csv", Body=BODY)
@@ -35,4 +35,4 @@ def test_processed_and_rejected_objects_are_encrypted(contract, sse, key_id, exp
 
 
 def test_no_encryption_arguments_by_default() -> None:
-    assert PipelineSettings().put_args == {}
+    assert DatasetSettings(dataset="orders").put_args == {}

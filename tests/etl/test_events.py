@@ -28,7 +28,11 @@ def _s3_event(*keys: str, event: str = "ObjectCreated:Put") -> str:
             id="through-sns",
         ),
         pytest.param(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}), [], id="test-event"),
-        pytest.param(_s3_event("raw/orders/dt=2026-01-01/a.csv", event="ObjectRemoved:Delete"), [], id="removed"),
+        pytest.param(
+            _s3_event("raw/orders/dt=2026-01-01/a.csv", event="ObjectRemoved:Delete"),
+            ["raw/orders/dt=2026-01-01/a.csv"],
+            id="removed-names-its-partition-too",
+        ),
         pytest.param("not json", [], id="junk"),
         pytest.param(_s3_event("a.csv", "b.csv"), ["a.csv", "b.csv"], id="several"),
     ],

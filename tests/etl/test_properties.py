@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 
 from include.etl import storage
 from include.etl.cleaning import SOURCE_LINE, clean_batch
-from include.etl.config import PipelineSettings
 from include.etl.contract import load_contract
 from include.etl.csv_reader import read_csv
+from include.etl.settings import DatasetSettings
 from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
@@ -498,7 +498,7 @@ def test_fast_and_exact_paths_agree(f: DirtyFile) -> None:
 
 # transform_file end to end: fewer examples, each one a real (moto) upload, transform and read-back.
 
-_SETTINGS = PipelineSettings(raw_bucket="raw", processed_bucket="processed")
+_SETTINGS = DatasetSettings(dataset="orders", raw_bucket="raw", processed_bucket="processed")
 _names = (f"prop_{i}.csv" for i in itertools.count())
 
 
@@ -515,7 +515,7 @@ def test_transform_file_loads_or_quarantines_every_record(s3: Any, f: DirtyFile)
     key = prefix + next(_names)
     s3.put_object(Bucket=_SETTINGS.raw_bucket, Key=key, Body=f.data)
     obj = next(o for o in storage.list_partition(s3, _SETTINGS.raw_bucket, prefix)[0] if o.key == key)
-    settings_ = PipelineSettings(**{**_SETTINGS.__dict__, "batch_bytes": f.batch_bytes})
+    settings_ = _SETTINGS.model_copy(update={"batch_bytes": f.batch_bytes})
 
     result = transform_file(s3, obj, ORDERS, settings_)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 from include.etl import storage
 from include.etl.storage import RawObject
@@ -62,8 +62,9 @@ def test_list_partition_sorts_csvs_and_reports_others(s3: Any) -> None:
         f"{PREFIX}orders_03.CSV",
         f"{PREFIX}sub/orders_00.csv",
     ]
-    assert csvs == [RawObject(k, _md5(bodies[k]), len(bodies[k])) for k in expected]
+    assert [(o.key, o.etag, o.size) for o in csvs] == [(k, _md5(bodies[k]), len(bodies[k])) for k in expected]
     assert all('"' not in o.etag for o in csvs)
+    assert all(o.last_modified.tzinfo is not None for o in csvs)
     assert others == [f"{PREFIX}_SUCCESS", f"{PREFIX}notes.txt", f"{PREFIX}orders.csv.bak"]
 
 
@@ -80,67 +81,45 @@ def test_list_partition_empty_prefix_gives_nothing(s3: Any) -> None:
     ],
 )
 def test_raw_object_name_and_gzip_flag(key: str, name: str, gzipped: bool) -> None:
-    obj = RawObject(key, "etag", 1)
+    obj = RawObject(key, "etag", 1, datetime(2026, 1, 2, tzinfo=UTC))
     assert (obj.name, obj.gzipped) == (name, gzipped)
 
 
 @pytest.mark.parametrize(
     ("raw_key", "raw_prefix", "zone_prefix", "suffix", "expected"),
     [
-        (
-            "raw/orders/dt=2026-01-02/a.csv",
-            "raw/orders",
-            "processed/orders",
-            ".parquet",
-            "processed/orders/dt=2026-01-02/a.parquet",
-        ),
-        (
-            "raw/orders/dt=2026-01-02/a.csv.gz",
-            "raw/orders",
-            "processed/orders",
-            ".parquet",
-            "processed/orders/dt=2026-01-02/a.parquet",
-        ),
-        (
-            "raw/orders/dt=2026-01-02/a.csv.gz",
-            "raw/orders",
-            "rejected/orders",
-            ".csv",
-            "rejected/orders/dt=2026-01-02/a.csv",
-        ),
-        (
-            "raw/orders/dt=2026-01-02/A.CSV",
-            "raw/orders",
-            "processed/orders",
-            ".parquet",
-            "processed/orders/dt=2026-01-02/A.parquet",
-        ),
-        (
-            "raw/orders/dt=2026-01-02/a.v2.csv",
-            "/raw/orders/",
-            "/processed/orders/",
-            ".parquet",
-            "processed/orders/dt=2026-01-02/a.v2.parquet",
-        ),
-        (
-            "raw/orders/dt=2026-01-02/sub/a.csv",
-            "raw/orders",
-            "processed/orders",
-            ".parquet",
-            "processed/orders/dt=2026-01-02/sub/a.parquet",
-        ),
-        ("elsewhere/x/a.csv", "raw/orders", "processed/orders", ".parquet", "processed/orders/a.parquet"),
-        (
-            "raw/orders_old/dt=2026-01-02/a.csv",
-            "raw/orders",
-            "processed/orders",
-            ".parquet",
-            "processed/orders/a.parquet",
-        ),
+        ("raw/orders/dt=2026-01-02/a.csv", "raw/orders", "processed/orders", ".parquet",
+         "processed/orders/dt=2026-01-02/a.csv.parquet"),
+        ("raw/orders/dt=2026-01-02/a.csv.gz", "raw/orders", "processed/orders", ".parquet",
+         "processed/orders/dt=2026-01-02/a.csv.gz.parquet"),
+        ("raw/orders/dt=2026-01-02/A.CSV", "raw/orders", "processed/orders", ".parquet",
+         "processed/orders/dt=2026-01-02/A.CSV.parquet"),
+        ("raw/orders/dt=2026-01-02/a.csv.gz", "raw/orders", "rejected/orders", "",
+         "rejected/orders/dt=2026-01-02/a.csv.gz"),
+        ("raw/orders/dt=2026-01-02/a.v2.csv", "/raw/orders/", "/processed/orders/", ".parquet",
+         "processed/orders/dt=2026-01-02/a.v2.csv.parquet"),
+        ("raw/orders/dt=2026-01-02/sub/a.csv", "raw/orders", "processed/orders", ".parquet",
+         "processed/orders/dt=2026-01-02/sub/a.csv.parquet"),
+        ("elsewhere/x/a.csv", "raw/orders", "processed/orders", ".parquet", "processed/orders/a.csv.parquet"),
     ],
-)
+)  # fmt: skip
 def test_zone_key(raw_key: str, raw_prefix: str, zone_prefix: str, suffix: str, expected: str) -> None:
     assert storage.zone_key(raw_key, raw_prefix, zone_prefix, suffix) == expected
+
+
+def test_zone_keys_are_unique_per_raw_key() -> None:
+    """a.csv, a.CSV and a.csv.gz in one partition never share a processed, rejected or report object."""
+    from include.etl.settings import DatasetSettings
+    from include.etl.transform import ZoneKeys
+
+    settings = DatasetSettings(dataset="orders")
+    raw = [f"{PREFIX}a.csv", f"{PREFIX}a.CSV", f"{PREFIX}a.csv.gz", f"{PREFIX}a.csv.parquet.csv"]
+    outputs = [
+        getattr(ZoneKeys(k, settings), zone)
+        for k in raw
+        for zone in ("processed", "report", "rejected_rows", "rejected_copy", "quarantined")
+    ]
+    assert len(set(outputs)) == len(outputs)
 
 
 @pytest.mark.parametrize(
@@ -155,22 +134,61 @@ def test_partition_prefix(prefix: str, day: str, expected: str) -> None:
     assert storage.partition_prefix(prefix, day) == expected
 
 
-def test_open_object_with_current_etag_reads_body(s3: Any) -> None:
+def test_open_version_reads_the_listed_version(s3: Any) -> None:
     key = f"{PREFIX}a.csv"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"a,b\n1,2\n")
     (obj,), _ = storage.list_partition(s3, BUCKET, PREFIX)
-    assert storage.open_object(s3, BUCKET, key, obj.etag).read() == b"a,b\n1,2\n"
+    body, version_id = storage.open_version(s3, BUCKET, obj)
+    assert body.read() == b"a,b\n1,2\n"
+    assert version_id is None  # the bucket is not versioned
 
 
-def test_open_object_fails_when_object_changed_since_listing(s3: Any) -> None:
+@pytest.mark.parametrize("change", ["overwrite", "delete"])
+def test_open_version_fails_cleanly_when_the_object_changed_since_listing(s3: Any, change: str) -> None:
     key = f"{PREFIX}a.csv"
     s3.put_object(Bucket=BUCKET, Key=key, Body=b"v1\n")
     (obj,), _ = storage.list_partition(s3, BUCKET, PREFIX)
-    s3.put_object(Bucket=BUCKET, Key=key, Body=b"v2\n")
-    with pytest.raises(ClientError) as info:
-        storage.open_object(s3, BUCKET, key, obj.etag)
-    assert info.value.response["Error"]["Code"] == "PreconditionFailed"
-    assert storage.open_object(s3, BUCKET, key).read() == b"v2\n"
+    if change == "overwrite":
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"v2\n")
+    else:
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    with pytest.raises(storage.ObjectChangedError):
+        storage.open_version(s3, BUCKET, obj)
+
+
+def test_open_version_on_a_versioned_bucket_gives_the_version_id(s3: Any) -> None:
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    key = f"{PREFIX}a.csv"
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=b"v1\n")
+    (obj,), _ = storage.list_partition(s3, BUCKET, PREFIX)
+    _, version_id = storage.open_version(s3, BUCKET, obj)
+    assert version_id == put["VersionId"]
+
+
+def test_head_gives_the_current_version_or_none(s3: Any) -> None:
+    key = f"{PREFIX}a.csv"
+    assert storage.head(s3, BUCKET, key) is None
+    s3.put_object(Bucket=BUCKET, Key=key, Body=b"v1\n")
+    (listed,), _ = storage.list_partition(s3, BUCKET, PREFIX)
+    current = storage.head(s3, BUCKET, key)
+    assert current is not None and current.same_version(listed)
+
+
+def test_download_version_checks_the_output_was_made_from_that_version(s3: Any, tmp_path) -> None:
+    raw = RawObject(f"{PREFIX}a.csv", "e1", 3, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    other = RawObject(raw.key, "e2", 3, datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC))
+    s3.put_object(Bucket=BUCKET, Key="out/a.parquet", Body=b"made from e1", Metadata=storage.source_metadata(raw))
+    storage.download_version(s3, BUCKET, "out/a.parquet", raw, str(tmp_path / "a"))
+    assert (tmp_path / "a").read_bytes() == b"made from e1"
+    with pytest.raises(storage.ObjectChangedError):
+        storage.download_version(s3, BUCKET, "out/a.parquet", other, str(tmp_path / "b"))
+    with pytest.raises(storage.ObjectChangedError):
+        storage.download_version(s3, BUCKET, "out/missing.parquet", raw, str(tmp_path / "c"))
+
+
+def test_raw_object_round_trips_through_xcom() -> None:
+    obj = RawObject(f"{PREFIX}a.csv", "e1", 3, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert RawObject.from_dict(obj.to_dict()) == obj
 
 
 def test_upload_and_delete(s3: Any, tmp_path) -> None:

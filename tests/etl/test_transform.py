@@ -14,17 +14,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.etl import storage
-from include.etl.cleaning import output_schema
-from include.etl.config import PipelineSettings
 from include.etl.contract import Contract
-from include.etl.transform import FileResult, transform_file
+from include.etl.results import FileResult
+from include.etl.schema import output_schema
+from include.etl.settings import DatasetSettings
+from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
 DAY = "2026-01-02"
 REGIONS = "North, South, East, West, Central"
 
-SEPARATE = PipelineSettings(raw_bucket="raw", processed_bucket="processed")
-SINGLE = PipelineSettings(
+SEPARATE = DatasetSettings(dataset="orders", raw_bucket="raw", processed_bucket="processed")
+SINGLE = DatasetSettings(
+    dataset="orders",
     raw_bucket="lake",
     processed_bucket="lake",
     raw_prefix="landing/orders",
@@ -43,24 +45,24 @@ DIRTY = (
 
 
 @pytest.fixture(params=[SEPARATE, SINGLE], ids=["separate-buckets", "single-bucket"])
-def settings(request: pytest.FixtureRequest) -> PipelineSettings:
+def settings(request: pytest.FixtureRequest) -> DatasetSettings:
     return request.param
 
 
 @pytest.fixture
-def s3(settings: PipelineSettings) -> Iterator[Any]:
+def s3(settings: DatasetSettings) -> Iterator[Any]:
     with moto_s3(settings.raw_bucket, settings.processed_bucket) as client:
         yield client
 
 
-def _put(s3: Any, settings: PipelineSettings, name: str, body: bytes) -> storage.RawObject:
+def _put(s3: Any, settings: DatasetSettings, name: str, body: bytes) -> storage.RawObject:
     prefix = storage.partition_prefix(settings.raw_prefix, DAY)
     s3.put_object(Bucket=settings.raw_bucket, Key=prefix + name, Body=body)
     objects, _ = storage.list_partition(s3, settings.raw_bucket, prefix)
     return next(o for o in objects if o.key == prefix + name)
 
 
-def _get(s3: Any, settings: PipelineSettings, key: str) -> bytes:
+def _get(s3: Any, settings: DatasetSettings, key: str) -> bytes:
     return s3.get_object(Bucket=settings.processed_bucket, Key=key)["Body"].read()
 
 
@@ -68,7 +70,7 @@ def _keys(s3: Any, bucket: str) -> set[str]:
     return {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
 
 
-def _rejected_rows(s3: Any, settings: PipelineSettings, key: str) -> list[dict]:
+def _rejected_rows(s3: Any, settings: DatasetSettings, key: str) -> list[dict]:
     """The rejected CSV as a spreadsheet user reads it: every value a string but the line number."""
     text = _get(s3, settings, key).decode("utf-8")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
@@ -79,20 +81,25 @@ def _assert_counts_add_up(result: FileResult) -> None:
     assert result.rows_read == result.rows_clean + result.rows_rejected
 
 
-def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     obj = _put(s3, settings, "orders_01.csv", DIRTY)
     result = transform_file(s3, obj, contract, settings)
 
-    processed_key = f"{settings.processed_prefix}/dt={DAY}/orders_01.parquet"
-    rejected_key = f"{settings.rejected_prefix}/dt={DAY}/orders_01.csv"
+    processed_key = f"{settings.processed_prefix}/dt={DAY}/orders_01.csv.parquet"
+    rejected_key = f"{settings.rejected_prefix}/dt={DAY}/orders_01.csv.rejected.csv"
     assert result.to_dict() == {
         "source_key": obj.key,
         "etag": obj.etag,
+        "last_modified": obj.last_modified.isoformat(),
+        "size": len(DIRTY),
+        "version_id": None,
         "processed_key": processed_key,
         "rejected_key": rejected_key,
         "validation_key": None,
         "status": "processed",
+        "quarantined": False,
         "reason": None,
+        "error": None,
         "rows_read": 4,
         "rows_clean": 2,
         "rows_rejected": 2,
@@ -100,6 +107,8 @@ def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: Pipeline
         "encoding": "utf-8",
         "extra_columns": ["notes"],
         "reinterpreted": {},
+        "notes": [],
+        "warnings": [],
     }
     _assert_counts_add_up(result)
 
@@ -171,7 +180,7 @@ def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: Pipeline
     assert rejected[1]["raw_record"] == "O3,2026-01-02T03:04:05+02:00,C3,Pen,books,1,2"
 
 
-def test_clean_file_writes_no_rejected_object(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_clean_file_writes_no_rejected_object(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     body = b"order_id,order_ts,product_name,quantity,unit_price,region\nA,2026-01-02,Pen,1,1.00,East\n"
     obj = _put(s3, settings, "clean.csv", body)
     result = transform_file(s3, obj, contract, settings)
@@ -182,15 +191,15 @@ def test_clean_file_writes_no_rejected_object(s3: Any, settings: PipelineSetting
     assert not any(k.startswith(settings.rejected_prefix) for k in _keys(s3, settings.processed_bucket))
 
 
-def test_gzipped_object_is_transformed(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_gzipped_object_is_transformed(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     obj = _put(s3, settings, "orders_01.csv.gz", gzip.compress(DIRTY, mtime=0))
     result = transform_file(s3, obj, contract, settings)
-    assert result.processed_key == f"{settings.processed_prefix}/dt={DAY}/orders_01.parquet"
+    assert result.processed_key == f"{settings.processed_prefix}/dt={DAY}/orders_01.csv.gz.parquet"
     assert (result.rows_read, result.rows_clean, result.rows_rejected) == (4, 2, 2)
     _assert_counts_add_up(result)
 
 
-def test_same_input_twice_gives_identical_parquet(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_same_input_twice_gives_identical_parquet(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     obj = _put(s3, settings, "orders_01.csv", DIRTY)
     first = transform_file(s3, obj, contract, settings)
     parquet_1 = _get(s3, settings, first.processed_key)
@@ -201,7 +210,7 @@ def test_same_input_twice_gives_identical_parquet(s3: Any, settings: PipelineSet
     assert _get(s3, settings, second.rejected_key) == rejected_1
 
 
-def test_missing_required_column_rejects_whole_file(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_missing_required_column_rejects_whole_file(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     body = (
         b"order_id,order_ts,customer_id,product_name,category,quantity,unit_price\n"
         b"A,2026-01-02,C1,Pen,Books,1,1.00\n"
@@ -217,7 +226,7 @@ def test_missing_required_column_rejects_whole_file(s3: Any, settings: PipelineS
     assert result.processed_key is None
     assert (result.rows_read, result.rows_clean, result.rows_rejected) == (3, 0, 3)
     _assert_counts_add_up(result)
-    assert f"{settings.processed_prefix}/dt={DAY}/legacy.parquet" not in _keys(s3, settings.processed_bucket)
+    assert f"{settings.processed_prefix}/dt={DAY}/legacy.csv.parquet" not in _keys(s3, settings.processed_bucket)
 
     rejected = _rejected_rows(s3, settings, result.rejected_key)
     assert [(r["source_line"], r["reject_reason"], r["order_id"]) for r in rejected] == [
@@ -230,16 +239,19 @@ def test_missing_required_column_rejects_whole_file(s3: Any, settings: PipelineS
     assert head["Metadata"]["reject-reason"] == reason
 
 
-def test_missing_required_column_removes_a_previous_processed_object(
-    s3: Any, settings: PipelineSettings, contract: Contract
+def test_a_replacement_rejected_whole_leaves_the_previous_versions_processed_object(
+    s3: Any, settings: DatasetSettings, contract: Contract
 ) -> None:
+    """The previous version stays loaded (the load keeps its rows), so its processed file stays too."""
     good = b"order_id,order_ts,product_name,quantity,unit_price,region\nA,2026-01-02,Pen,1,1.00,East\n"
     first = transform_file(s3, _put(s3, settings, "f.csv", good), contract, settings)
-    assert first.processed_key in _keys(s3, settings.processed_bucket)
+    before = _get(s3, settings, first.processed_key)
     bad = b"order_id,order_ts,product_name,quantity,unit_price\nA,2026-01-02,Pen,1,1.00\n"
     second = transform_file(s3, _put(s3, settings, "f.csv", bad), contract, settings)
     assert second.status == "rejected"
-    assert first.processed_key not in _keys(s3, settings.processed_bucket)
+    assert _get(s3, settings, first.processed_key) == before
+    head = s3.head_object(Bucket=settings.processed_bucket, Key=first.processed_key)
+    assert head["Metadata"]["source-etag"] == first.etag
 
 
 @pytest.mark.parametrize(
@@ -247,13 +259,13 @@ def test_missing_required_column_removes_a_previous_processed_object(
     [pytest.param(b"", id="0-bytes"), pytest.param(b" \r\n\n", id="whitespace-only")],
 )
 def test_empty_file_is_rejected_with_reason(
-    s3: Any, settings: PipelineSettings, contract: Contract, body: bytes
+    s3: Any, settings: DatasetSettings, contract: Contract, body: bytes
 ) -> None:
     obj = _put(s3, settings, "empty.csv", body)
     result = transform_file(s3, obj, contract, settings)
     assert (result.status, result.reason) == ("rejected", "empty file: no header row")
     assert result.processed_key is None
-    assert result.rejected_key == f"{settings.rejected_prefix}/dt={DAY}/empty.csv"
+    assert result.rejected_key == f"{settings.rejected_prefix}/dt={DAY}/empty.csv"  # the raw file, as is
     assert (result.rows_read, result.rows_clean, result.rows_rejected) == (0, 0, 0)
     _assert_counts_add_up(result)
     head = s3.head_object(Bucket=settings.processed_bucket, Key=result.rejected_key)
@@ -270,7 +282,7 @@ def test_empty_file_is_rejected_with_reason(
     ],
 )
 def test_header_only_file_is_processed_with_zero_rows(
-    s3: Any, settings: PipelineSettings, contract: Contract, body: bytes
+    s3: Any, settings: DatasetSettings, contract: Contract, body: bytes
 ) -> None:
     obj = _put(s3, settings, "header_only.csv", body)
     result = transform_file(s3, obj, contract, settings)
@@ -281,7 +293,7 @@ def test_header_only_file_is_processed_with_zero_rows(
     assert table.schema.remove_metadata() == output_schema(contract)
 
 
-def test_cp1252_file_reports_encoding(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_cp1252_file_reports_encoding(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     body = "order_id,order_ts,product_name,quantity,unit_price,region\nA,2026-01-02,Café crème,1,€3.50,West\n"
     obj = _put(s3, settings, "latin.csv", body.encode("cp1252"))
     result = transform_file(s3, obj, contract, settings)
@@ -293,7 +305,7 @@ def test_cp1252_file_reports_encoding(s3: Any, settings: PipelineSettings, contr
     assert table.column("unit_price").to_pylist() == [Decimal("3.50")]
 
 
-def test_small_batches_give_same_output_as_one_batch(s3: Any, settings: PipelineSettings, contract: Contract) -> None:
+def test_small_batches_give_same_output_as_one_batch(s3: Any, settings: DatasetSettings, contract: Contract) -> None:
     rows = [f"O{i},2026-01-02 00:00:{i % 60:02d},C{i},Item {i},Books,{i % 4},1.{i % 100:02d},West" for i in range(200)]
     body = "order_id,order_ts,customer_id,product_name,category,quantity,unit_price,region\n" + "\n".join(rows)
     obj = _put(s3, settings, "many.csv", body.encode())
@@ -301,7 +313,7 @@ def test_small_batches_give_same_output_as_one_batch(s3: Any, settings: Pipeline
     whole_table = pq.read_table(io.BytesIO(_get(s3, settings, whole.processed_key)))
     whole_rejected = _rejected_rows(s3, settings, whole.rejected_key)
 
-    small = PipelineSettings(**{**settings.__dict__, "batch_bytes": 512})
+    small = settings.model_copy(update={"batch_bytes": 1 << 16})
     split = transform_file(s3, obj, contract, small)
     split_table = pq.read_table(io.BytesIO(_get(s3, settings, split.processed_key)))
     assert (split.rows_read, split.rows_clean, split.rows_rejected) == (200, 150, 50)

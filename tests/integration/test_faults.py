@@ -17,11 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 from botocore.config import Config
 
-from include.etl import load as load_module
-from include.etl import storage
-from include.etl.config import PipelineSettings
+from include.etl import staging, storage
 from include.etl.load import load_files
-from include.etl.transform import transform_file
+from include.etl.settings import DatasetSettings
+from include.etl.transform import ZoneKeys, transform_file
 from local_stack import airflow, postgres
 from local_stack.config import PROJECT_ROOT
 from local_stack.settings import read_settings
@@ -43,27 +42,30 @@ def fault_db(stack: LocalStack) -> Iterator[str]:
         yield dsn
 
 
-def _settings(tag: str) -> PipelineSettings:
-    return PipelineSettings(
-        raw_prefix=f"faults/{tag}/raw", processed_prefix=f"faults/{tag}/processed", rejected_prefix=f"faults/{tag}/rej"
+def _settings(tag: str) -> DatasetSettings:
+    return DatasetSettings(
+        dataset="orders",
+        raw_prefix=f"faults/{tag}/raw",
+        processed_prefix=f"faults/{tag}/processed",
+        rejected_prefix=f"faults/{tag}/rej",
     )
 
 
-def _seed(stack: LocalStack, settings: PipelineSettings, files: dict[str, bytes]) -> list[storage.RawObject]:
+def _seed(stack: LocalStack, settings: DatasetSettings, files: dict[str, bytes]) -> list[storage.RawObject]:
     s3 = stack.s3()
     for name, body in files.items():
         s3.put_object(Bucket="raw", Key=f"{settings.raw_prefix}/dt=2026-01-01/{name}", Body=body)
     return storage.list_partition(s3, "raw", storage.partition_prefix(settings.raw_prefix, "2026-01-01"))[0]
 
 
-def _transformed(stack: LocalStack, contract: Any, settings: PipelineSettings, files: dict[str, bytes]) -> list[Any]:
+def _transformed(stack: LocalStack, contract: Any, settings: DatasetSettings, files: dict[str, bytes]) -> list[Any]:
     return [transform_file(stack.s3(), o, contract, settings) for o in _seed(stack, settings, files)]
 
 
 def _counts(dsn: str) -> tuple[int, int, int]:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT count(*), count(DISTINCT order_id) FROM analytics.orders").fetchone()
-        files = conn.execute("SELECT count(*) FROM etl.file_ledger").fetchone()[0]
+        files = conn.execute("SELECT count(*) FROM etl.orders_file_ledger WHERE status = 'loaded'").fetchone()[0]
     return rows[0], rows[1], files
 
 
@@ -73,7 +75,7 @@ def test_postgres_lost_mid_load_loads_nothing_then_the_retry_loads_everything_on
 ) -> None:
     settings = _settings(fault)
     results = _transformed(stack, contract, settings, {f"f{i}.csv": _body(f"P{i}", 100) for i in range(3)})
-    real_copy = load_module._copy_parquet
+    real_copy = staging._copy_parquet
     calls = []
 
     def copy_then_lose_the_server(cur: Any, *args: Any) -> int:
@@ -87,13 +89,12 @@ def test_postgres_lost_mid_load_loads_nothing_then_the_retry_loads_everything_on
                 postgres.start(stack.paths, stack.ports.postgres)
         return real_copy(cur, *args)
 
-    monkeypatch.setattr(load_module, "_copy_parquet", copy_then_lose_the_server)
+    monkeypatch.setattr(staging, "_copy_parquet", copy_then_lose_the_server)
     with pytest.raises(psycopg.OperationalError), psycopg.connect(fault_db) as conn:
         load_files(conn, stack.s3(), contract, settings, results, "attempt-1")
-    with psycopg.connect(fault_db) as conn:
-        assert conn.execute("SELECT to_regclass('etl.file_ledger')").fetchone() == (None,)  # nothing committed
+    assert _counts(fault_db) == (0, 0, 0)  # nothing committed but the empty tables
 
-    monkeypatch.setattr(load_module, "_copy_parquet", real_copy)  # the task's retry
+    monkeypatch.setattr(staging, "_copy_parquet", real_copy)  # the task's retry
     with psycopg.connect(fault_db) as conn:
         report = load_files(conn, stack.s3(), contract, settings, results, "attempt-2")
     assert report.rows_inserted == 300
@@ -138,15 +139,16 @@ _TRANSFORM = textwrap.dedent(
     """
     import sys
     from include.etl import storage
-    from include.etl.config import PipelineSettings
     from include.etl.contract import load_contract
+    from include.etl.settings import DatasetSettings
     from include.etl.transform import transform_file
     from local_stack.s3 import client
-    port, prefix, key, etag = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-    settings = PipelineSettings(raw_prefix=prefix + "/raw", processed_prefix=prefix + "/processed",
-                                rejected_prefix=prefix + "/rej", batch_bytes=1 << 20)
+    port, prefix, key = sys.argv[1], sys.argv[2], sys.argv[3]
+    settings = DatasetSettings(dataset="orders", raw_prefix=prefix + "/raw", processed_prefix=prefix + "/processed",
+                               rejected_prefix=prefix + "/rej", batch_bytes=1 << 20)
+    s3 = client(int(port))
     print("started", flush=True)
-    transform_file(client(int(port)), storage.RawObject(key, etag, 0), load_contract("orders"), settings)
+    transform_file(s3, storage.head(s3, "raw", key), load_contract("orders"), settings)
     """
 )
 
@@ -156,8 +158,8 @@ def test_a_transform_killed_mid_write_never_leaves_a_partial_parquet(stack, cont
     big = {"big.csv": _body("K", 400_000)}
     obj = _seed(stack, settings, big)[0]
     s3 = stack.s3()
-    processed_key = storage.zone_key(obj.key, settings.raw_prefix, settings.processed_prefix, ".parquet")
-    argv = [sys.executable, "-c", _TRANSFORM, str(stack.ports.s3), "faults/killed", obj.key, obj.etag]
+    processed_key = ZoneKeys(obj.key, settings).processed
+    argv = [sys.executable, "-c", _TRANSFORM, str(stack.ports.s3), "faults/killed", obj.key]
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     complete = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert complete.returncode == 0, complete.stderr[-2000:]
@@ -208,7 +210,8 @@ def _day_rows(warehouse: Any, day: str) -> tuple[int, int, int]:
         (f"raw/orders/dt={day}/%",),
     ).fetchone()
     files = warehouse.execute(
-        "SELECT count(*) FROM etl.file_ledger WHERE source_key LIKE %s", (f"raw/orders/dt={day}/%",)
+        "SELECT count(*) FROM etl.orders_file_ledger WHERE source_key LIKE %s AND status = 'loaded'",
+        (f"raw/orders/dt={day}/%",),
     ).fetchone()[0]
     return rows[0], rows[1], files
 

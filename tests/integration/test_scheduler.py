@@ -17,9 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from include.etl.config import PipelineSettings
 from include.etl.contract import load_contract
-from include.etl.load import ensure_tables
+from include.etl.load import prepare_tables
 from local_stack import airflow, postgres
 from local_stack.config import AIRFLOW_DB
 from local_stack.sample_orders import generate
@@ -55,8 +54,7 @@ def scheduler(stack: LocalStack, warehouse_tables: None) -> Iterator[LocalStack]
     airflow.start_services(stack.paths, stack.ports, stack.env)
     try:
         _wait("the DAG to be parsed", 120, lambda: DAG_ID in airflow.run(["dags", "list"], stack.env).stdout, 2)
-        _cli(stack, "dags", "unpause", DAG_ID)
-        yield stack
+        yield stack  # no unpause: the local stack's DAGs are ready to run as `make up` starts them
     finally:
         airflow.stop_services(stack.paths)
 
@@ -64,8 +62,9 @@ def scheduler(stack: LocalStack, warehouse_tables: None) -> Iterator[LocalStack]
 @pytest.fixture(scope="module")
 def warehouse_tables(stack: LocalStack) -> None:
     """The tables exist before the first run, so the tests can poll them."""
-    with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn, conn.cursor() as cur:
-        ensure_tables(cur, load_contract("orders"), PipelineSettings())
+    with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn:
+        for dataset in ("orders", "customers"):
+            prepare_tables(conn, load_contract(dataset))
 
 
 def _meta(stack: LocalStack) -> psycopg.Connection:
@@ -76,19 +75,82 @@ def _rows(warehouse: Any, pattern: str) -> int:
     return warehouse.execute("SELECT count(*) FROM analytics.orders WHERE order_id LIKE %s", (pattern,)).fetchone()[0]
 
 
+def test_the_local_stacks_dags_are_not_paused(scheduler) -> None:
+    with _meta(scheduler) as meta:
+        paused = dict(meta.execute("SELECT dag_id, is_paused FROM dag WHERE dag_id LIKE '%\\_pipeline'").fetchall())
+    assert paused == {"orders_pipeline": False, "customers_pipeline": False}
+
+
+def _timeline(stack: LocalStack, since: float) -> list[tuple[str, float, float]]:
+    """Where the time of the first event run after `since` (the upload) went: (step, start, end) in seconds."""
+    with _meta(stack) as meta:
+        run = meta.execute(
+            "SELECT run_id, queued_at, start_date, end_date FROM dag_run WHERE dag_id = %s AND run_type = "
+            "'asset_triggered' AND queued_at >= to_timestamp(%s) ORDER BY queued_at LIMIT 1",
+            (DAG_ID, since),
+        ).fetchone()
+        if run is None:
+            return []
+        tasks = meta.execute(
+            "SELECT task_id, min(start_date), max(end_date) FROM task_instance WHERE dag_id = %s AND run_id = %s "
+            "GROUP BY task_id ORDER BY min(start_date)",
+            (DAG_ID, run[0]),
+        ).fetchall()
+    origin = since
+    steps = [("run queued (event seen)", 0.0, run[1].timestamp() - origin)]
+    steps += [(t, s.timestamp() - origin, e.timestamp() - origin) for t, s, e in tasks if s and e]
+    return steps
+
+
+def _run_ended(stack: LocalStack, since: float) -> bool:
+    with _meta(stack) as meta:
+        row = meta.execute(
+            "SELECT state FROM dag_run WHERE dag_id = %s AND run_type = 'asset_triggered' "
+            "AND queued_at >= to_timestamp(%s) ORDER BY queued_at LIMIT 1",
+            (DAG_ID, since),
+        ).fetchone()
+    return row is not None and row[0] in ("success", "failed")
+
+
 def test_an_uploaded_file_starts_a_run_and_its_rows_arrive(scheduler, warehouse) -> None:
     s3 = scheduler.s3()
     latencies = []
     for n, day in enumerate(["2026-05-01", "2026-05-02", "2026-05-03"]):
         body = HEADER + "".join(f"EV{n}-{i},{day} 10:00,c,p,x,1,1.00,North\n" for i in range(50))
+        uploaded = time.time()
         started = time.monotonic()
         s3.put_object(Bucket="raw", Key=f"raw/orders/dt={day}/upload.csv", Body=body.encode())
         _wait(f"rows of {day}", EVENT_WAIT_S, lambda n=n: _rows(warehouse, f"EV{n}-%") == 50, 0.25)
-        latencies.append(time.monotonic() - started)
+        latencies.append(round(time.monotonic() - started, 1))
+        _wait("the run to end", EVENT_WAIT_S, lambda u=uploaded: _run_ended(scheduler, u), 0.5)
+        print(f"\nupload {n + 1}, seconds after the upload (start, end):")
+        for step, begin, end in _timeline(scheduler, uploaded):
+            print(f"  {step:28} {begin:6.1f} {end:6.1f}")
     with _meta(scheduler) as meta:
         kinds = {r[0] for r in meta.execute("SELECT run_type FROM dag_run WHERE dag_id = %s", (DAG_ID,))}
     assert "asset_triggered" in kinds
     print(f"\nupload -> rows in PostgreSQL: median {statistics.median(latencies):.1f}s of {latencies}")
+
+
+def test_each_dataset_has_its_own_queue_and_run(scheduler) -> None:
+    s3 = scheduler.s3()
+    body = "customer_id;full_name;updated_at\nCUST-7001;Eve;2026-05-04 10:00\n"
+    s3.put_object(Bucket="raw", Key="raw/customers/dt=2026-05-04/crm.csv", Body=body.encode())
+    with psycopg.connect(postgres.dsn(scheduler.ports.postgres), autocommit=True) as conn:
+        _wait(
+            "the customer row",
+            EVENT_WAIT_S,
+            lambda: (
+                conn.execute("SELECT count(*) FROM analytics.customers WHERE customer_id = 'CUST-7001'").fetchone()
+                == (1,)
+            ),
+            0.5,
+        )
+    with _meta(scheduler) as meta:
+        runs = meta.execute(
+            "SELECT count(*) FROM dag_run WHERE dag_id = 'customers_pipeline' AND run_type = 'asset_triggered'"
+        ).fetchone()
+    assert runs[0] >= 1
 
 
 def _backfill_states(stack: LocalStack, since: float) -> list[str]:
@@ -140,7 +202,7 @@ def test_backfill_three_days_then_again_then_reprocess(scheduler, warehouse) -> 
     seconds, states = _backfill(scheduler)
     assert states == ["success"] * 3
     ledger = warehouse.execute(
-        "SELECT count(*) FROM etl.file_ledger WHERE source_key LIKE %s", (BACKFILLED,)
+        "SELECT count(*) FROM etl.orders_file_ledger WHERE source_key LIKE %s AND status = 'loaded'", (BACKFILLED,)
     ).fetchone()
     assert ledger == (6,)
     loaded = table_checksum(warehouse, BACKFILLED)
@@ -168,6 +230,6 @@ def test_backfill_three_days_then_again_then_reprocess(scheduler, warehouse) -> 
     assert states == ["success"] * 3
     assert table_checksum(warehouse, BACKFILLED) == loaded
     runs = warehouse.execute(
-        "SELECT DISTINCT run_id FROM etl.file_ledger WHERE source_key LIKE %s", (BACKFILLED,)
+        "SELECT DISTINCT run_id FROM etl.orders_file_ledger WHERE source_key LIKE %s", (BACKFILLED,)
     ).fetchall()
     assert len(runs) == 3 and all(r[0].startswith("backfill__") for r in runs)

@@ -70,7 +70,7 @@ def test_every_variable_is_exported(env: dict[str, str]) -> None:
     assert len(variables) >= 6
     exported = {k: v for k, v in env.items() if k.startswith("AIRFLOW_VAR_")}
     assert exported == {f"AIRFLOW_VAR_{v['variable_name'].upper()}": str(v["variable_value"]) for v in variables}
-    assert exported["AIRFLOW_VAR_ORDERS_RAW_PREFIX"] == "raw/orders"
+    assert exported["AIRFLOW_VAR_CUSTOMERS_RAW_BUCKET"] == "raw"
 
 
 def test_airflow_reads_the_exported_connection(env: dict[str, str]) -> None:

@@ -1,0 +1,181 @@
+"""Merge staged rows into the table, keeping every clean row of the live file versions.
+
+The table holds, per key, the row with the highest precedence among the clean rows of the
+live (loaded) file versions: the latest `latest_by`, then the file that landed last (S3
+LastModified), then the later file key, then the later line. Every other such row is kept in
+the dataset's duplicates table. So when a file is replaced, reprocessed or (if the contract
+says so) deleted, its rows are taken out of both, and each key it held falls back to the best
+remaining row: the result depends only on which versions are live, never on the order runs,
+retries and events came in.
+
+A rerun writes nothing: rows are only updated when a winning row differs from the stored one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+
+from include.etl.contract import Contract
+from include.etl.schema import LOADED_AT, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
+
+IS_NEW = "etl_is_new"  # etl_latest: the table has no row with this key
+WINS = "etl_wins"  # etl_latest: the staged winner replaces the table's row (or there is none)
+STALE = "etl_stale"  # etl_latest: the table's row comes from a retracted file version
+DUPLICATES = "etl_duplicates"  # etl_latest: staged rows with this key, the winner included
+
+
+@dataclass
+class MergeResult:
+    """What the merge changed, and each loaded file's rows that are now the table's."""
+
+    inserted: int = 0
+    updated: int = 0
+    removed: int = 0
+    kept_by_file: dict[str, int] = field(default_factory=dict)
+    removed_by_file: dict[str, int] = field(default_factory=dict)
+
+
+def precedence(contract: Contract) -> tuple[str, ...]:
+    """The order of row versions of one key, highest last: latest_by, landing time, file, line."""
+    return (contract.latest_by, SOURCE_MODIFIED, SOURCE_KEY, SOURCE_LINE)
+
+
+def _tuple(names: Sequence[str], alias: str) -> sql.Composed:
+    return sql.SQL("({})").format(sql.SQL(", ").join(sql.SQL(alias + ".{}").format(sql.Identifier(n)) for n in names))
+
+
+def _key_match(contract: Contract, left: str, right: str) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL(f"{left}.{{0}} = {right}.{{0}}").format(sql.Identifier(k)) for k in contract.key
+    )
+
+
+def merge(
+    cur: Any, contract: Contract, stage: sql.Composable, columns: list[str], retract: Sequence[str]
+) -> MergeResult:
+    """Merge the staged rows; rows of the `retract` file keys (replaced, reprocessed, deleted) are taken out first."""
+    table = table_ident(contract.table)
+    dups = table_ident(contract.duplicates_table)
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    keys = sql.SQL(", ").join(map(sql.Identifier, contract.key))
+    prec = precedence(contract)
+    args = {"retract": list(retract)}
+    fmt = {
+        "table": table,
+        "dups": dups,
+        "stage": stage,
+        "cols": cols,
+        "keys": keys,
+        "sk": sql.Identifier(SOURCE_KEY),
+        "line": sql.Identifier(SOURCE_LINE),
+        "is_new": sql.Identifier(IS_NEW),
+        "wins": sql.Identifier(WINS),
+        "stale": sql.Identifier(STALE),
+        "ndup": sql.Identifier(DUPLICATES),
+        "loaded_at": sql.Identifier(LOADED_AT),
+        "t_cols": sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns),
+        "l_cols": sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in columns),
+        "s_cols": sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in columns),
+        "d_cols": sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in columns),
+        "lt": _key_match(contract, "l", "t"),
+        "dt": _key_match(contract, "d", "t"),
+        "ls": _key_match(contract, "l", "s"),
+        "l_prec": _tuple(prec, "l"),
+        "t_prec": _tuple(prec, "t"),
+        "desc": sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(n)) for n in prec),
+        "first_key": sql.Identifier(contract.key[0]),
+    }
+    result = MergeResult()
+    if retract:
+        # Keys whose table row comes from a retracted file fall back to their best other row:
+        # those rows leave the duplicates table and compete with the staged rows.
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {stage} ({cols}) SELECT {d_cols} FROM {dups} d JOIN {table} t ON {dt} "
+                "WHERE t.{sk} = ANY(%(retract)s) AND d.{sk} <> ALL(%(retract)s)"
+            ).format(**fmt),
+            args,
+        )
+        cur.execute(
+            sql.SQL("DELETE FROM {dups} d USING {table} t WHERE {dt} AND t.{sk} = ANY(%(retract)s)").format(**fmt),
+            args,
+        )
+        cur.execute(sql.SQL("DELETE FROM {dups} WHERE {sk} = ANY(%(retract)s)").format(**fmt), args)
+    # ON COMMIT DROP only fires at the outermost commit; inside a caller's transaction, clean up here.
+    cur.execute("DROP TABLE IF EXISTS pg_temp.etl_latest")
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
+            "SELECT l.*, t.{first_key} IS NULL AS {is_new}, "
+            "coalesce(t.{sk} = ANY(%(retract)s), false) AS {stale}, "
+            "t.{first_key} IS NULL OR t.{sk} = ANY(%(retract)s) OR {l_prec} > {t_prec} AS {wins} "
+            "FROM (SELECT DISTINCT ON ({keys}) {cols}, "
+            "count(*) OVER (PARTITION BY {keys} ORDER BY {desc} "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS {ndup} "
+            "FROM {stage} ORDER BY {keys}, {desc}) l "
+            "LEFT JOIN {table} t ON {lt}"
+        ).format(**fmt),
+        args,
+    )
+    # Staged rows that lost to another staged row of their key.
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {dups} ({cols}) SELECT {s_cols} FROM {stage} s JOIN etl_latest l ON {ls} "
+            "WHERE l.{ndup} > 1 AND (s.{sk}, s.{line}) <> (l.{sk}, l.{line})"
+        ).format(**fmt)
+    )
+    # Staged winners that lose to the table's row, and table rows a staged winner displaces.
+    cur.execute(
+        sql.SQL("INSERT INTO {dups} ({cols}) SELECT {l_cols} FROM etl_latest l WHERE NOT l.{wins}").format(**fmt)
+    )
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {dups} ({cols}) SELECT {t_cols} FROM {table} t JOIN etl_latest l ON {lt} "
+            "WHERE NOT l.{is_new} AND l.{wins} AND NOT l.{stale}"
+        ).format(**fmt)
+    )
+    non_key = [c for c in columns if c not in contract.key]
+    cur.execute(
+        sql.SQL(
+            """
+            WITH updated AS (
+                UPDATE {table} AS t SET {updates}, {loaded_at} = now()
+                FROM etl_latest l
+                WHERE {lt} AND NOT l.{is_new} AND l.{wins} AND ({old}) IS DISTINCT FROM ({new})
+                RETURNING t.{sk}
+            )
+            SELECT count(*) FROM updated
+            """
+        ).format(
+            updates=sql.SQL(", ").join(sql.SQL("{0} = l.{0}").format(sql.Identifier(c)) for c in non_key),
+            old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in non_key),
+            new=sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in non_key),
+            **fmt,
+        )
+    )
+    result.updated = int(cur.fetchone()[0])
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {table} ({cols}, {loaded_at}) SELECT {l_cols}, now() FROM etl_latest l WHERE l.{is_new}"
+        ).format(**fmt)
+    )
+    result.inserted = cur.rowcount
+    if retract:
+        # Keys only retracted files held, with no row left anywhere: gone from the table.
+        cur.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM {table} t WHERE t.{sk} = ANY(%(retract)s) "
+                "AND NOT EXISTS (SELECT 1 FROM etl_latest l WHERE {lt}) RETURNING t.{sk}) "
+                "SELECT {sk}, count(*) FROM gone GROUP BY 1"
+            ).format(**fmt),
+            args,
+        )
+        result.removed_by_file = {k: int(n) for k, n in cur.fetchall()}
+        result.removed = sum(result.removed_by_file.values())
+    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest WHERE {wins} GROUP BY 1").format(**fmt))
+    result.kept_by_file = {k: int(n) for k, n in cur.fetchall()}
+    return result

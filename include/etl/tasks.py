@@ -1,0 +1,303 @@
+"""The pipeline's task bodies: Airflow glue around the plain modules (hooks, context, XCom).
+
+Only this module and the DAG factory touch Airflow. Each function takes what Airflow hands a
+task and returns small, JSON-able values: S3 keys and counts, never data.
+
+Retries: a transient fault (network, throttling, a restarted database) raises, and Airflow
+retries the task with backoff. Any other error is recorded against the file it happened to
+(one attempt in the ledger) on the first try, and the run goes on with the other files; only a
+transient fault that outlasts every retry is recorded the same way on the last try.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from include.etl import ledger, notify, storage
+from include.etl.batching import group_files, group_label
+from include.etl.contract import Contract
+from include.etl.events import keys_from_asset_events, partitions_of
+from include.etl.faults import describe, is_transient
+from include.etl.load import LoadReport, load_files
+from include.etl.results import FileResult
+from include.etl.runs import partition_day, partitions_to_list
+from include.etl.settings import AWS_CONN_ID, POSTGRES_CONN_ID, SMTP_CONN_ID, DatasetSettings
+from include.etl.storage import RawObject
+from include.etl.transform import transform_file
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def s3_client() -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+
+
+def pg_connect() -> Any:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
+
+
+def _params(context: Any) -> dict[str, Any]:
+    return dict(context.get("params") or {})
+
+
+def _fail(message: str) -> Exception:
+    """An error that fails the task at once: retrying it would only repeat it."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
+
+
+def fail_fast(body: Callable[..., T]) -> Callable[..., T]:
+    """Let transient faults raise (Airflow retries them); fail the task at once on any other error."""
+
+    @functools.wraps(body)
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return body(*args, **kwargs)
+        except Exception as exc:
+            if is_transient(exc) or type(exc).__name__ in ("AirflowFailException", "AirflowSkipException"):
+                raise
+            raise _fail(f"{body.__name__}: {describe(exc)}") from exc
+
+    return run
+
+
+def run_day(context: Any) -> str:
+    dag_run = context["dag_run"]
+    return partition_day(_params(context).get("day"), context.get("data_interval_start"), dag_run.run_after)
+
+
+def _run_prefixes(context: Any, settings: DatasetSettings) -> list[str]:
+    """The partition folders this run lists: its day, plus event-named and lookback days where it applies."""
+    run_type = context["dag_run"].run_type
+    events = [e for evs in (context.get("triggering_asset_events") or {}).values() for e in evs]
+    event_days = partitions_of(keys_from_asset_events(events), settings.raw_prefix)
+    days = partitions_to_list(
+        run_day(context),
+        str(getattr(run_type, "value", run_type)),
+        _params(context).get("day"),
+        event_days,
+        settings.lookback_days,
+    )
+    return [storage.partition_prefix(settings.raw_prefix, day) for day in days]
+
+
+def _owns_only_its_day(context: Any) -> bool:
+    run_type = context["dag_run"].run_type
+    return bool(_params(context).get("day")) or str(getattr(run_type, "value", run_type)) == "backfill"
+
+
+def _keys_param(value: Any) -> list[str] | None:
+    """A `retry_files` / `skip_files` param: a list of keys, one key, or "all" (None)."""
+    if value in (None, "", []):
+        return []
+    if value == "all":
+        return None
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+LISTING = "listing"  # XCom key of what list_files found besides the file groups
+
+
+@fail_fast
+def list_files(context: Any, contract: Contract) -> list[list[dict[str, Any]]]:
+    """List the run's partitions (and every partition with a file still to load), record what is new.
+
+    Returns the file groups for the mapped transform; pushes {"deleted": keys gone from S3,
+    "listed": count, "retried" / "skipped": keys an operator asked for} as XCom `listing`.
+    """
+    settings = DatasetSettings.from_airflow(contract.dataset)
+    params = _params(context)
+    run_id = context["dag_run"].run_id
+    s3 = s3_client()
+    with pg_connect() as conn, conn.cursor() as cur:
+        ledger.ddl_lock(cur)
+        ledger.ensure_ledger(cur, contract.ledger_table)
+        conn.commit()
+        retried = skipped = []
+        if (retry := _keys_param(params.get("retry_files"))) != []:
+            retried = ledger.retry(cur, contract.ledger_table, retry)
+        if skip := _keys_param(params.get("skip_files")):
+            reason = str(params.get("skip_reason") or "skipped by an operator")
+            skipped = ledger.skip(cur, contract.ledger_table, skip, f"{reason} (run {run_id})", run_id)
+        prefixes = _run_prefixes(context, settings)
+        if not _owns_only_its_day(context) or retried:
+            prefixes = sorted(set(prefixes) | set(ledger.open_partitions(cur, contract.ledger_table)))
+        listed: dict[str, RawObject] = {}
+        deleted: list[str] = []
+        for prefix in prefixes:
+            found, others = storage.list_partition(s3, settings.raw_bucket, prefix)
+            for key in others:
+                log.warning("ignoring non-CSV object %s", key)
+            listed.update({o.key: o for o in found})
+            present = {o.key for o in found}
+            deleted += [
+                r.source_key
+                for r in ledger.live_under(cur, contract.ledger_table, prefix)
+                if r.source_key not in present
+            ]
+        seen = ledger.observe(cur, contract.ledger_table, list(listed.values()), run_id, bool(params.get("reprocess")))
+        if deleted and contract.on_source_delete == "keep":
+            ledger.mark_deleted(cur, contract.ledger_table, deleted, remove=False)
+        conn.commit()
+    groups = group_files([o.to_dict() for o in seen.todo], settings.max_mapped_tasks)
+    log.info(
+        "%d CSV objects listed in %d folder(s): %d to load, %d done before, %d parked, %d deleted from S3",
+        len(listed),
+        len(prefixes),
+        len(seen.todo),
+        len(seen.done),
+        len(seen.parked),
+        len(deleted),
+    )
+    listing = {"deleted": sorted(deleted), "listed": len(listed), "retried": retried, "skipped": skipped}
+    context["ti"].xcom_push(key=LISTING, value=listing)
+    return groups
+
+
+def _listing(context: Any) -> dict[str, Any]:
+    return context["ti"].xcom_pull(task_ids="list_files", key=LISTING) or {}
+
+
+def transform(context: Any, contract: Contract, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transform each file of a group; an error that is not transient is the file's, not the task's."""
+    settings = DatasetSettings.from_airflow(contract.dataset)
+    ti = context["ti"]
+    last_try = ti.try_number > ti.max_tries
+    s3 = s3_client()
+    results: list[dict[str, Any]] = []
+    for f in files:
+        obj = RawObject.from_dict(f)  # type: ignore[arg-type]
+        try:
+            result = transform_file(s3, obj, contract, settings)
+        except Exception as exc:
+            if is_transient(exc) and not last_try:
+                raise  # Airflow retries the task
+            log.exception("%s: transform failed", obj.key)
+            result = FileResult.for_version(obj, status="failed", error=describe(exc))
+        results.append(result.to_dict())
+    return results
+
+
+def _transform_results(context: Any, groups: list[list[dict[str, Any]]] | None) -> list[FileResult]:
+    """Every mapped transform's results; the files of a transform that left none are failed."""
+    if groups is None:  # list_files failed: nothing was listed, so there is nothing to load
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException("list_files failed: nothing to load")
+    ti = context["ti"]
+    results: list[FileResult] = []
+    for index, group in enumerate(groups):
+        value = ti.xcom_pull(task_ids="transform", map_indexes=index)
+        if value is None:
+            error = (
+                f"the transform task for {group_label(group)} ended without a result (killed: out of memory, "
+                f"a timeout or an operator?); its log: {_log_url(ti, 'transform', index)}"
+            )
+            results += [FileResult.for_version(RawObject.from_dict(f), status="failed", error=error) for f in group]
+        else:
+            results += [FileResult.from_dict(r) for r in value]
+    return results
+
+
+def _log_url(ti: Any, task_id: str, map_index: int) -> str:
+    from airflow.configuration import conf
+
+    base = conf.get("api", "base_url", fallback="http://localhost:8080/").rstrip("/")
+    return f"{base}/dags/{ti.dag_id}/runs/{quote(ti.run_id)}/tasks/{task_id}/mapped/{map_index}"
+
+
+@fail_fast
+def load(context: Any, contract: Contract, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Merge every file that transformed, and record every file's outcome, in one transaction."""
+    settings = DatasetSettings.from_airflow(contract.dataset)
+    results = _transform_results(context, groups)
+    listing = _listing(context)
+    with pg_connect() as conn:
+        report = load_files(
+            conn,
+            s3_client(),
+            contract,
+            settings,
+            results,
+            context["dag_run"].run_id,
+            reprocess=bool(_params(context).get("reprocess")),
+            deleted=listing.get("deleted", []),
+            connect=pg_connect,
+        )
+    log.info(
+        "load: %s rows staged, %s inserted, %s updated, %s removed; seconds %s",
+        report.rows_staged,
+        report.rows_inserted,
+        report.rows_updated,
+        report.rows_removed,
+        report.seconds,
+    )
+    for change in report.schema_changes:
+        log.warning("schema change applied to %s: %s", contract.table, change)
+    return _summary(context, contract, report, listing)
+
+
+def _summary(context: Any, contract: Contract, report: LoadReport, listing: dict[str, Any]) -> dict[str, Any]:
+    with pg_connect() as conn, conn.cursor() as cur:
+        parked = [r.source_key for r in ledger.by_status(cur, contract.ledger_table, ("parked",))]
+    return {
+        **report.to_dict(),
+        "day": run_day(context),
+        "parked": parked,
+        "deleted": listing.get("deleted", []),
+        "retried": listing.get("retried", []),
+        "skipped_by_operator": listing.get("skipped", []),
+        "on_source_delete": contract.on_source_delete,
+    }
+
+
+def table_changed(summary: dict[str, Any]) -> bool:
+    """Whether the load changed the table (else the table checks are skipped)."""
+    return bool(summary.get("table_changed"))
+
+
+@fail_fast
+def validation_report(context: Any, contract: Contract, groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Run the contract's Great Expectations suite on each processed file and store its report beside it."""
+    from include.etl.validation import SuiteValidator, validate_processed
+
+    settings = DatasetSettings.from_airflow(contract.dataset)
+    processed = [r for r in _transform_results(context, groups) if r.status == "processed" and r.processed_key]
+    if not processed:
+        return []
+    validator, s3 = SuiteValidator.for_contract(contract), s3_client()
+    return [validate_processed(s3, r, validator, settings) for r in processed]
+
+
+@fail_fast
+def send_summary(context: Any, contract: Contract, summary: dict[str, Any], gx: list[dict[str, Any]] | None) -> None:
+    """Email the run summary (and an alert for newly parked files); fail the run if a file failed."""
+    settings = DatasetSettings.from_airflow(contract.dataset)
+    ti = context["ti"]
+    notify.send(
+        SMTP_CONN_ID,
+        settings.alert_emails,
+        notify.summary_subject(ti.dag_id, summary["day"], summary),
+        notify.render_summary_html(ti.dag_id, ti.run_id, summary, contract, settings, gx or []),
+    )
+    newly_parked = [f for f in summary.get("files", []) if f.get("parked")]
+    if newly_parked:
+        notify.send(
+            SMTP_CONN_ID,
+            settings.alert_emails,
+            notify.parked_subject(ti.dag_id, newly_parked),
+            notify.render_parked_html(ti.dag_id, ti.run_id, newly_parked, settings),
+        )
+    failed = [f["source_key"] for f in summary.get("files", []) if f.get("status") in ("failed", "parked")]
+    if failed:
+        raise _fail(f"{len(failed)} file(s) failed and are recorded in the ledger: {', '.join(failed)}")
