@@ -37,6 +37,9 @@ lock: venv
 		-o requirements-dev.lock
 	$(VENV)/bin/uv pip compile benchmarks/requirements-dlt.in --universal --python-version 3.11 --no-header \
 		-o benchmarks/requirements-dlt.txt
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile mwaa/requirements-dbt.in --python-version 3.12 \
+		--python-platform x86_64-manylinux_2_34 --only-binary :all: --no-header -o mwaa/requirements-dbt.txt
+	$(PY) -m mwaa.requirements
 
 demo: venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)")
