@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DLT_VENV := .venv-dlt
+INFRA_VENV := .venv-infra
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv lock demo up down status psql test bench lint format clean
+.PHONY: help venv infra-venv infra-synth infra-check lock demo up down status psql test bench lint format clean
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
@@ -32,11 +33,31 @@ $(DLT_VENV)/.installed: benchmarks/requirements-dlt.txt | $(VENV)/.installed
 	$(VENV)/bin/uv pip install --quiet --python $(DLT_VENV)/bin/python -r benchmarks/requirements-dlt.txt
 	touch $@
 
+# The AWS CDK (synthesizes the CloudFormation template), cfn-lint and checkov pin versions Airflow conflicts
+# with: their own venv. The CDK runs on Node.js (node on PATH).
+$(INFRA_VENV)/.installed: infra/requirements.txt | $(VENV)/.installed
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(INFRA_VENV)/bin/python -r infra/requirements.txt
+	touch $@
+
+infra-venv: $(INFRA_VENV)/.installed
+
+# The stack's template from include/contracts/*.yml (one queue per dataset) into infra/cdk.out/.
+infra-synth: infra-venv
+	$(INFRA_VENV)/bin/python -m infra.app
+
+# cfn-lint and checkov on the synthesized template (the tests in tests/infra run them too).
+infra-check: infra-synth
+	$(INFRA_VENV)/bin/cfn-lint infra/cdk.out/*.template.json
+	$(INFRA_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -d infra/cdk.out
+
 lock: venv
 	$(VENV)/bin/uv pip compile requirements-dev.txt --universal --python-version 3.11 --no-header \
 		-o requirements-dev.lock
 	$(VENV)/bin/uv pip compile benchmarks/requirements-dlt.in --universal --python-version 3.11 --no-header \
 		-o benchmarks/requirements-dlt.txt
+	$(VENV)/bin/uv pip compile infra/requirements.in --universal --python-version 3.11 --no-header \
+		-o infra/requirements.txt
 	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile mwaa/requirements-dbt.in --python-version 3.12 \
 		--python-platform x86_64-manylinux_2_34 --only-binary :all: --no-header -o mwaa/requirements-dbt.txt
 	$(PY) -m mwaa.requirements
@@ -57,7 +78,7 @@ psql: venv
 	@psql_bin=$$(command -v psql || echo "$$($(PY) -c 'from local_stack.postgres import find_bin_dir; print(find_bin_dir())')/psql"); \
 	eval "$$psql_bin \"$$($(PY) -c 'from local_stack.postgres import dsn; from local_stack.config import Ports; print(dsn(Ports.from_env().postgres))')\" $(ARGS)"
 
-test: venv
+test: venv infra-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).
