@@ -33,7 +33,7 @@ from infra import naming
 # checkov checks skipped on purpose, each with the reason stored next to it in the template's Metadata.
 Skip = tuple[str, str]
 
-SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
+CONNECTIONS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
 MWAA_CLASSES = ["mw1.micro", "mw1.small", "mw1.medium", "mw1.large", "mw1.xlarge", "mw1.2xlarge"]
 DB_NAME = "warehouse"
 DB_ADMIN = "etl_admin"
@@ -979,7 +979,7 @@ class EtlStack(Stack):
     # ------------------------------------------------------------------ MWAA
     def _environment(self, openlineage_transport: dict[str, Any] | None) -> None:
         options: dict[str, Any] = {
-            "secrets.backend": SECRETS_BACKEND,
+            "secrets.backend": CONNECTIONS_BACKEND,
             "secrets.backend_kwargs": Fn.sub(
                 json.dumps(
                     {
