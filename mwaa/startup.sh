@@ -2,7 +2,8 @@
 # MWAA startup script: MWAA runs it on every container (scheduler, worker, web server) before Airflow starts.
 # `python -m mwaa.bundle` renders it: the settings block comes from the stack's outputs, the dbt lock from
 # mwaa/requirements-dbt.txt. Exported variables reach every Airflow process (tasks included).
-set -eu
+# No `set -e`/`set -u`: MWAA's wrapper sources this script and then records the environment, and those options
+# would leak into it; failures are handled where they happen.
 
 # --- Airflow Variables as environment variables (AIRFLOW_VAR_<DATASET>_<SETTING>) --------------------------
 # Settings read at DAG parse time (the events queue URL) must be here: the DAG processor reads them from the
@@ -25,10 +26,13 @@ if [[ "${MWAA_AIRFLOW_COMPONENT:-}" == "scheduler" || "${MWAA_AIRFLOW_COMPONENT:
     cat > "${dbt_requirements}" <<'DBT_REQUIREMENTS'
 @DBT_REQUIREMENTS@
 DBT_REQUIREMENTS
-    python3 -m venv "${DBT_VENV_PATH}"
-    PIP_USER=false "${DBT_VENV_PATH}/bin/pip" install --quiet --no-cache-dir --no-deps --only-binary :all: \
-      -r "${dbt_requirements}"
+    if python3 -m venv "${DBT_VENV_PATH}" && PIP_USER=false "${DBT_VENV_PATH}/bin/pip" install --quiet --disable-pip-version-check \
+        --no-cache-dir --no-deps --only-binary :all: -r "${dbt_requirements}"; then
+      "${DBT_VENV_PATH}/bin/dbt" --version
+    else
+      echo "ERROR: building the dbt venv failed; dbt tasks will fail until the next container start" >&2
+      rm -rf "${DBT_VENV_PATH}"  # no half-built venv: the next start tries again
+    fi
     rm -f "${dbt_requirements}"
   fi
-  "${DBT_VENV_PATH}/bin/dbt" --version
 fi
