@@ -7,6 +7,7 @@ interpreter is needed.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,16 @@ from mwaa import requirements as mwaa_req
 
 ROOT = mwaa_req.ROOT
 UV = Path(sys.executable).parent / "uv"
+
+
+def find_python(version: str) -> str | None:
+    """A working interpreter of that version: on PATH, or one of pyenv's (whose shims answer only when selected)."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [shutil.which(f"python{version}"), *sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")))]
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
 
 
 def uv_compile(*args: str) -> dict[str, str]:
@@ -144,3 +155,45 @@ def test_dbt_virtualenv_lock_matches_its_pins_and_installs_from_wheels_on_mwaa()
         ":all:",
     )
     assert resolved == locked
+
+
+def test_dags_import_on_mwaa_versions_under_python_3_12(tmp_path: Path) -> None:
+    """Install what MWAA installs (Airflow 3.3.1 + mwaa/requirements.txt, its constraints and MWAA's essential
+    ones) into a Python 3.12 venv and parse the DAGs there, event-driven schedule included."""
+    python312 = find_python("3.12")
+    if python312 is None:
+        pytest.skip("no Python 3.12 interpreter (e.g. pyenv install 3.12) to build MWAA's environment")
+    venv = tmp_path / "mwaa-venv"
+    subprocess.run([python312, "-m", "venv", "--without-pip", str(venv)], check=True)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(
+        mwaa_req.REQUIREMENTS_OUT.read_text().replace(mwaa_req.CONSTRAINTS_ON_MWAA, str(mwaa_req.CONSTRAINTS_OUT))
+    )
+    install = [str(UV), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r", str(requirements)]
+    install += ["-c", str(mwaa_req.ESSENTIAL_CONSTRAINTS), f"apache-airflow=={mwaa_req.AIRFLOW_VERSION}"]
+    proc = subprocess.run(install, capture_output=True, text=True, env={**os.environ, "UV_PYTHON_DOWNLOADS": "never"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probe = (
+        "import sys, airflow\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(dag_folder='dags')\n"
+        "print(sys.version_info[:2], airflow.__version__, bag.import_errors, sorted(bag.dags),\n"
+        "      {d: type(bag.dags[d].timetable).__name__ for d in bag.dags})\n"
+    )
+    queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-etl-orders-events"
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        # The engine's event switch, under today's and the multi-dataset convention's names.
+        "ORDERS_EVENTS_QUEUE_URL": queue,
+        "AIRFLOW_VAR_ORDERS_EVENTS_QUEUE_URL": queue,
+    }
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith(f"(3, 12) {mwaa_req.AIRFLOW_VERSION} {{}} "), line
+    assert "'orders_pipeline'" in line and "AssetOrTimeSchedule" in line, line
