@@ -16,6 +16,7 @@ help:
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
 	@echo "make bench  - the pipeline against bare COPY, to_sql, insert_rows and dlt (ROWS=2000000)"
+	@echo "make infra-synth / infra-check - the AWS stack's CloudFormation template; cfn-lint and checkov on it"
 
 # requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
 # requirements-dev.lock is every transitive version, resolved for all platforms by `make lock`.
