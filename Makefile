@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DLT_VENV := .venv-dlt
+INFRA_VENV := .venv-infra
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv lock demo up down status psql test bench lint format clean
+.PHONY: help venv infra-venv infra-synth infra-check lock demo up down status psql test bench lint format clean
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
@@ -15,6 +16,7 @@ help:
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
 	@echo "make bench  - the pipeline against bare COPY, to_sql, insert_rows and dlt (ROWS=2000000)"
+	@echo "make infra-synth / infra-check - the AWS stack's CloudFormation template; cfn-lint and checkov on it"
 
 # requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
 # requirements-dev.lock is every transitive version, resolved for all platforms by `make lock`.
@@ -32,11 +34,34 @@ $(DLT_VENV)/.installed: benchmarks/requirements-dlt.txt | $(VENV)/.installed
 	$(VENV)/bin/uv pip install --quiet --python $(DLT_VENV)/bin/python -r benchmarks/requirements-dlt.txt
 	touch $@
 
+# The AWS CDK (synthesizes the CloudFormation template), cfn-lint and checkov pin versions Airflow conflicts
+# with: their own venv. The CDK runs on Node.js (node on PATH).
+$(INFRA_VENV)/.installed: infra/requirements.txt | $(VENV)/.installed
+	$(PYTHON) -m venv $(INFRA_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(INFRA_VENV)/bin/python -r infra/requirements.txt
+	touch $@
+
+infra-venv: $(INFRA_VENV)/.installed
+
+# The stack's template from include/contracts/*.yml (one queue per dataset) into infra/cdk.out/.
+infra-synth: infra-venv
+	$(INFRA_VENV)/bin/python -m infra.app
+
+# cfn-lint and checkov on the synthesized template (the tests in tests/infra run them too).
+infra-check: infra-synth
+	$(INFRA_VENV)/bin/cfn-lint infra/cdk.out/*.template.json
+	$(INFRA_VENV)/bin/checkov --skip-download --quiet --compact --framework cloudformation -d infra/cdk.out
+
 lock: venv
 	$(VENV)/bin/uv pip compile requirements-dev.txt --universal --python-version 3.11 --no-header \
 		-o requirements-dev.lock
 	$(VENV)/bin/uv pip compile benchmarks/requirements-dlt.in --universal --python-version 3.11 --no-header \
 		-o benchmarks/requirements-dlt.txt
+	$(VENV)/bin/uv pip compile infra/requirements.in --universal --python-version 3.11 --no-header \
+		-o infra/requirements.txt
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile mwaa/requirements-dbt.in --python-version 3.12 \
+		--python-platform x86_64-manylinux_2_34 --only-binary :all: --no-header -o mwaa/requirements-dbt.txt
+	$(PY) -m mwaa.requirements
 
 demo: venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)") \
@@ -55,7 +80,7 @@ psql: venv
 	@psql_bin=$$(command -v psql || echo "$$($(PY) -c 'from local_stack.postgres import find_bin_dir; print(find_bin_dir())')/psql"); \
 	eval "$$psql_bin \"$$($(PY) -c 'from local_stack.postgres import dsn; from local_stack.config import Ports; print(dsn(Ports.from_env().postgres))')\" $(ARGS)"
 
-test: venv
+test: venv infra-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).
