@@ -142,7 +142,7 @@ def test_an_uploaded_csv_notifies_its_dataset_queue_and_transforms_into_the_proc
 ) -> None:
     """The event path and the transform, against the stack's own buckets, queue and KMS key."""
     from include.etl import storage
-    from include.etl.config import PipelineSettings
+    from include.etl.settings import DatasetSettings
     from include.etl.events import keys_from_message_body, partitions_of
     from include.etl.transform import transform_file
 
@@ -165,7 +165,8 @@ def test_an_uploaded_csv_notifies_its_dataset_queue_and_transforms_into_the_proc
     for m in messages:
         sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
 
-    settings = PipelineSettings(
+    settings = DatasetSettings(
+        dataset="orders",
         raw_bucket=raw,
         processed_bucket=processed,
         s3_sse="aws:kms",
@@ -193,8 +194,9 @@ def test_bundle_uploads_the_dags_folder_and_a_startup_script_with_the_stack_sett
     assert versions["requirements.txt"] and versions["startup.sh"]  # the versions the stack update names
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {
-        "dags/orders_pipeline.py",
-        "dags/include/etl/pipeline.py",
+        "dags/pipelines.py",
+        "dags/include/etl/dag_factory.py",
+        "dags/include/contracts/customers.yml",
         "dags/include/contracts/orders.yml",
         "dags/.airflowignore",
         "dags/constraints-mwaa.txt",
