@@ -142,8 +142,8 @@ def test_an_uploaded_csv_notifies_its_dataset_queue_and_transforms_into_the_proc
 ) -> None:
     """The event path and the transform, against the stack's own buckets, queue and KMS key."""
     from include.etl import storage
-    from include.etl.settings import DatasetSettings
     from include.etl.events import keys_from_message_body, partitions_of
+    from include.etl.settings import DatasetSettings
     from include.etl.transform import transform_file
 
     s3, sqs = aws_client("s3"), aws_client("sqs")
