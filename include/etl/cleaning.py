@@ -45,7 +45,7 @@ from include.etl.schema import (
 )
 
 # Whole numbers: an optional sign, digits, an optional all-zero fraction ("3", "+3", "3.00").
-_INT_RE = r"^(?P<sign>[+-]?)0*(?P<digits>\d{1,19})(?:\.0*)?$"
+_INT_RE = r"^(?P<sign>[+-]?)0*(?P<digits>\d+)(?:\.0*)?$"
 _INT64_MAX = "9223372036854775807"
 _DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d*)(?:\.(?P<frac>\d*))?$"
 # A currency sign before or after the number, with optional space: "$ 12.50", "12,50 €" (then rejected).

@@ -1,0 +1,246 @@
+"""clean_batch for every column type a contract accepts, source time zones, and values PostgreSQL refuses.
+
+(The orders contract's own rules are in test_cleaning.py.)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from include.etl.cleaning import MAX_KEY_BYTES, clean_batch
+from include.etl.contract import Contract, parse_contract
+from include.etl.csv_reader import RawBatch
+from include.etl.schema import REJECT_REASON
+
+
+def _contract(columns: dict[str, Any], **top: Any) -> Contract:
+    doc = {
+        "dataset": "t",
+        "table": "s.t",
+        "key": "id",
+        "columns": {"id": {"type": "text", "required": True}, **columns},
+    }
+    return parse_contract({**doc, **top})
+
+
+def _clean(contract: Contract, rows: list[dict[str, str]]) -> tuple[list[dict[str, Any]], list[str]]:
+    header = list(rows[0])
+    batch = RawBatch([pa.array([r[h] for r in rows], pa.string()) for h in header], np.arange(2, 2 + len(rows)))
+    out = clean_batch(batch, header, contract.map_headers(header), contract, "raw/t/a.csv")
+    return out.clean.to_pylist(), out.rejected.column(REJECT_REASON).to_pylist()
+
+
+def _value(contract: Contract, column: str, raw: str) -> tuple[Any, str | None]:
+    clean, reasons = _clean(contract, [{"id": "1", column: raw}])
+    return (clean[0][column], None) if clean else (None, reasons[0])
+
+
+# --- integer -------------------------------------------------------------------------------
+
+BIG = _contract({"n": {"type": "integer", "on_blank": None}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("3000000000", 3_000_000_000),
+        ("-9223372036854775807", -9_223_372_036_854_775_807),
+        ("9223372036854775807", 9_223_372_036_854_775_807),
+        ("+0007", 7),
+        ("42.000", 42),
+    ],
+)
+def test_integers_without_bounds_are_64_bit(raw: str, expected: int) -> None:
+    assert _value(BIG, "n", raw) == (expected, None)
+
+
+@pytest.mark.parametrize("raw", ["9223372036854775808", "12345678901234567890"])
+def test_an_integer_beyond_64_bits_is_a_rejected_row_not_a_failed_file(raw: str) -> None:
+    assert _value(BIG, "n", raw) == (None, f"n '{raw}' is beyond the 64-bit integer range")
+
+
+def test_a_blank_integer_with_on_blank_null_is_null() -> None:
+    assert _value(BIG, "n", "") == (None, None)
+    clean, _ = _clean(BIG, [{"id": "1", "n": ""}])
+    assert clean[0]["n"] is None
+
+
+# --- boolean -------------------------------------------------------------------------------
+
+FLAG = _contract(
+    {
+        "f": {
+            "type": "boolean",
+            "on_blank": False,
+            "true_values": ["yes", "ja", "1"],
+            "false_values": ["no", "nein", "0"],
+        }
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("yes", True), ("JA", True), (" 1 ", True), ("Nein", False), ("", False)]
+)
+def test_booleans_in_the_contracts_spellings(raw: str, expected: bool) -> None:
+    assert _value(FLAG, "f", raw) == (expected, None)
+
+
+def test_an_unknown_boolean_spelling_is_rejected_with_the_accepted_ones() -> None:
+    assert _value(FLAG, "f", "maybe") == (None, "f 'maybe' is not a boolean (true: yes, ja, 1; false: no, nein, 0)")
+
+
+# --- date ----------------------------------------------------------------------------------
+
+DAY = _contract({"d": {"type": "date", "formats": ["%Y-%m-%d", "%d.%m.%Y"], "min": "2000-01-01", "on_blank": None}})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("2026-03-05", date(2026, 3, 5)), ("05.03.2026", date(2026, 3, 5))])
+def test_dates_in_the_contracts_formats(raw: str, expected: date) -> None:
+    assert _value(DAY, "d", raw) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("03/05/2026", "d '03/05/2026' is not a recognised date"),
+        ("2026-02-30", "d '2026-02-30' is not a recognised date"),
+        ("1999-12-31", "d '1999-12-31' is before 2000-01-01"),
+    ],
+)
+def test_dates_that_do_not_parse_or_fit_are_rejected(raw: str, reason: str) -> None:
+    assert _value(DAY, "d", raw) == (None, reason)
+
+
+def test_a_date_column_never_drops_a_time_of_day_silently() -> None:
+    plain = _contract({"d": {"type": "date", "formats": ["%Y-%m-%d %H:%M"], "on_blank": None}})
+    assert _value(plain, "d", "2026-03-05 00:00") == (date(2026, 3, 5), None)
+    assert _value(plain, "d", "2026-03-05 14:30") == (
+        None,
+        "d '2026-03-05 14:30' has a time of day: a date column would drop it",
+    )
+
+
+# --- timestamps in a source time zone ----------------------------------------------------------
+
+BERLIN = _contract(
+    {"ts": {"type": "timestamp", "required": True, "formats": ["ISO8601", "%d.%m.%Y %H:%M"]}},
+    timezone="Europe/Berlin",
+    derived={"day": {"type": "date", "from": "ts"}},
+)
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("raw", "instant", "day"),
+    [
+        pytest.param("2026-01-15 22:30", _utc(2026, 1, 15, 21, 30), date(2026, 1, 15), id="winter-CET"),
+        pytest.param("2026-07-15 22:30", _utc(2026, 7, 15, 20, 30), date(2026, 7, 15), id="summer-CEST"),
+        pytest.param("15.01.2026 00:30", _utc(2026, 1, 14, 23, 30), date(2026, 1, 15), id="local-date-kept"),
+        pytest.param("2026-03-29 01:59", _utc(2026, 3, 29, 0, 59), date(2026, 3, 29), id="before-spring-forward"),
+        pytest.param("2026-03-29 03:00", _utc(2026, 3, 29, 1, 0), date(2026, 3, 29), id="after-spring-forward"),
+        pytest.param("2026-10-25 01:59", _utc(2026, 10, 24, 23, 59), date(2026, 10, 25), id="before-fall-back"),
+        pytest.param("2026-10-25 03:00", _utc(2026, 10, 25, 2, 0), date(2026, 10, 25), id="after-fall-back"),
+        pytest.param("2026-10-25T02:30:00+02:00", _utc(2026, 10, 25, 0, 30), date(2026, 10, 25), id="offset-first"),
+        pytest.param("2026-10-25T02:30:00+01:00", _utc(2026, 10, 25, 1, 30), date(2026, 10, 25), id="offset-second"),
+        pytest.param("2026-01-15T22:30:00Z", _utc(2026, 1, 15, 22, 30), date(2026, 1, 15), id="explicit-utc"),
+    ],
+)
+def test_naive_timestamps_are_in_the_declared_zone_across_daylight_saving(
+    raw: str, instant: datetime, day: date
+) -> None:
+    clean, reasons = _clean(BERLIN, [{"id": "1", "ts": raw}])
+    assert reasons == []
+    assert (clean[0]["ts"], clean[0]["day"]) == (instant, day)
+
+
+def test_22_30_local_and_22_30_with_an_offset_are_different_instants_but_each_is_right() -> None:
+    new_york = _contract({"ts": {"type": "timestamp", "required": True}}, timezone="America/New_York")
+    local, _ = _clean(new_york, [{"id": "1", "ts": "2026-01-15 22:30"}])
+    assert local[0]["ts"] == _utc(2026, 1, 16, 3, 30)  # 22:30 EST is 03:30 UTC the next day
+    offset, _ = _clean(new_york, [{"id": "1", "ts": "2026-01-15T22:30-05:00"}])
+    assert offset[0]["ts"] == local[0]["ts"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("2026-03-29 02:30", "ts '2026-03-29 02:30' does not exist in Europe/Berlin (clocks went forward)"),
+        (
+            "2026-10-25 02:30",
+            "ts '2026-10-25 02:30' happens twice in Europe/Berlin (clocks went back): give it an offset",
+        ),
+    ],
+)
+def test_local_times_the_clock_skips_or_repeats_are_rejected_not_guessed(raw: str, reason: str) -> None:
+    assert _clean(BERLIN, [{"id": "1", "ts": raw}]) == ([], [reason])
+
+
+def test_a_column_zone_overrides_the_datasets() -> None:
+    mixed = _contract(
+        {"ts": {"type": "timestamp", "required": True, "timezone": "Asia/Tokyo"}}, timezone="Europe/Berlin"
+    )
+    clean, _ = _clean(mixed, [{"id": "1", "ts": "2026-01-15 09:00"}])
+    assert clean[0]["ts"] == _utc(2026, 1, 15, 0, 0)
+
+
+# --- values PostgreSQL cannot store -----------------------------------------------------------
+
+
+def test_a_nul_character_rejects_its_row_with_a_reason() -> None:
+    text = _contract({"note": {"type": "text", "on_blank": None}})
+    clean, reasons = _clean(text, [{"id": "1", "note": "a\x00b"}, {"id": "2", "note": "fine"}])
+    assert [r["id"] for r in clean] == ["2"]
+    assert reasons == ["note contains a NUL character (0x00), which PostgreSQL cannot store"]
+
+
+def test_a_key_too_long_for_the_index_rejects_its_row() -> None:
+    clean, reasons = _clean(_contract({}), [{"id": "k" * (MAX_KEY_BYTES + 1)}, {"id": "ok"}])
+    assert [r["id"] for r in clean] == ["ok"]
+    assert reasons == [f"id is longer than {MAX_KEY_BYTES} bytes, too long for the table's key index"]
+
+
+# --- the contract's row expectations -----------------------------------------------------------
+
+
+def test_a_reject_row_expectation_names_the_rule_a_row_broke() -> None:
+    mail = _contract(
+        {"email": {"type": "text", "on_blank": None}},
+        expectations=[
+            {"expectation": "expect_column_values_to_match_regex", "column": "email", "regex": r"^[^@\s]+@[^@\s]+$"}
+        ],
+    )
+    clean, reasons = _clean(
+        mail, [{"id": "1", "email": "a@b.c"}, {"id": "2", "email": "nope"}, {"id": "3", "email": ""}]
+    )
+    assert [r["id"] for r in clean] == ["1", "3"]  # NULL meets a regex rule (GX semantics)
+    assert reasons == [r"email 'nope' does not match ^[^@\s]+@[^@\s]+$ (expect_column_values_to_match_regex)"]
+
+
+def test_file_level_expectations_are_counted_on_clean_rows_not_applied_to_rows() -> None:
+    price = _contract(
+        {"price": {"type": "decimal", "precision": 10, "scale": 2, "required": True}},
+        expectations=[
+            {
+                "expectation": "expect_column_values_to_be_between",
+                "column": "price",
+                "max_value": 100,
+                "severity": "warn",
+            }
+        ],
+    )
+    header = ["id", "price"]
+    rows = [["1", "5.00"], ["2", "150000.00"], ["3", "bad"]]
+    batch = RawBatch([pa.array([r[i] for r in rows], pa.string()) for i in range(2)], np.arange(2, 5))
+    out = clean_batch(batch, header, price.map_headers(header), price, "raw/t/a.csv")
+    assert out.clean.column("price").to_pylist() == [Decimal("5.00"), Decimal("150000.00")]  # the outlier loads
+    assert out.unmet == [(1, 2)]  # 1 of 2 clean rows above 100
