@@ -309,22 +309,34 @@ def _memory(stack: LocalStack, cfg: dict[str, Any], args: argparse.Namespace) ->
     chunk = generate_day(DAY, files=1, rows_per_file=min(sizes), seed=11)
     body = next(iter(chunk.values()))
     header, _, rows = body.partition(b"\n")
+    # The same rows with every 10th one malformed (an extra field): rejected in place, in bounded memory.
+    lines = rows.split(b"\n")
+    malformed = b"\n".join(line + b",extra" if i % 10 == 5 and line else line for i, line in enumerate(lines))
     out = []
     for n in sizes:
-        name = f"memory_{n}.csv"
-        data = header + b"\n" + rows * (n // min(sizes))
-        stack.s3().put_object(Bucket="raw", Key=f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}", Body=data)
-        del data
-        result = _run("transform_memory", cfg, {"file": name})
-        out.append(
-            {"rows": result["rows"], "seconds": round(result["seconds"], 1), "peak_rss_mb": result["peak_rss_mb"]}
-        )
-        print(
-            f"  transform of one {result['rows']:,}-row file: peak RSS {result['peak_rss_mb']} MB "
-            f"({result['seconds']:.1f}s)",
-            flush=True,
-        )
-        stack.s3().delete_object(Bucket="raw", Key=f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}")
+        for kind, text in (("clean", rows), ("10% malformed", malformed)):
+            name = f"memory_{n}_{kind[:2]}.csv"
+            data = header + b"\n" + text * (n // min(sizes))
+            key = f"{cfg['raw_prefix']}/dt={DAY.isoformat()}/{name}"
+            stack.s3().put_object(Bucket="raw", Key=key, Body=data)
+            size_mb = round(len(data) / 2**20)
+            del data
+            result = _run("transform_memory", cfg, {"file": name})
+            out.append(
+                {
+                    "rows": result["rows"],
+                    "kind": kind,
+                    "size_mb": size_mb,
+                    "seconds": round(result["seconds"], 1),
+                    "peak_rss_mb": result["peak_rss_mb"],
+                }
+            )
+            print(
+                f"  transform of one {result['rows']:,}-row file ({kind}, {size_mb} MB): "
+                f"peak RSS {result['peak_rss_mb']} MB ({result['seconds']:.1f}s)",
+                flush=True,
+            )
+            stack.s3().delete_object(Bucket="raw", Key=key)
     return out
 
 
@@ -409,8 +421,15 @@ def _orchestration_markdown(o: dict[str, Any]) -> str:
 def _memory_markdown(memory: list[dict[str, Any]]) -> str:
     if not memory:
         return ""
-    lines = ["", "| transform of one file | seconds | peak RSS (MB) |", "| ---: | ---: | ---: |"]
-    lines += [f"| {m['rows']:,} rows | {m['seconds']} | {m['peak_rss_mb']} |" for m in memory]
+    lines = [
+        "",
+        "| transform of one file | rows | MB | seconds | peak RSS (MB) |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {m.get('kind', 'clean')} | {m['rows']:,} | {m.get('size_mb', '')} | {m['seconds']} | {m['peak_rss_mb']} |"
+        for m in memory
+    ]
     return "\n".join(lines) + "\n"
 
 

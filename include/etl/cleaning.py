@@ -6,10 +6,19 @@ contract's `reject_row` expectations add theirs; a row with any reason is reject
 them and its original values. A value PostgreSQL could not store (a NUL character, a key too
 long for its index) is a rejected row here, so the load never fails on data. File-level
 expectations (`quarantine_file`, `warn`) are counted on the clean rows for the transform to judge.
+
+One rule for what people's tools write: read a value as meant where the file says enough to be
+sure (a currency sign, thousands separators in groups of three, a declared comma decimal, a
+non-breaking space); otherwise reject the row with a reason that shows the problem, invisible
+characters included, and never guess (an invisible character, an accounting negative the
+contract does not declare, a date two formats read differently). Every value read differently
+from its raw text is counted per file (`CleanBatch.reinterpreted`).
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -48,16 +57,26 @@ from include.etl.schema import (
 _INT_RE = r"^(?P<sign>[+-]?)0*(?P<digits>\d+)(?:\.0*)?$"
 _INT64_MAX = "9223372036854775807"
 _DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d*)(?:\.(?P<frac>\d*))?$"
-# A currency sign before or after the number, with optional space: "$ 12.50", "12,50 €" (then rejected).
-_LEADING_CURRENCY = r"^([+-]?)\s*[$€£]\s*"
-_TRAILING_CURRENCY = r"\s*[$€£]$"
+# A currency sign before or after the number, with optional space: "$ 12.50", "12,50 €".
+_LEADING_CURRENCY = r"^([+-]?)\s*[$€£¥]\s*"
+_TRAILING_CURRENCY = r"\s*[$€£¥]$"
+_ACCOUNTING_NEGATIVE = r"^\(\s*([^()]*?)\s*\)$"
+_SCIENTIFIC = r"^[+-]?(\d+[.,]?\d*|[.,]\d+)[eE][+-]?\d+$"
+# Thousands separators per decimal separator (in groups of three only): ',' and '.' the one that is not
+# the decimal separator, an apostrophe (Swiss), and spaces: plain, no-break, narrow no-break, figure.
+_THOUSANDS = {".": (",", "'", " ", "\u00a0", "\u202f", "\u2007"), ",": (".", "'", " ", "\u00a0", "\u202f", "\u2007")}
+# Characters a person cannot see: zero-width space, word joiner, BOM, soft hyphen, direction marks and
+# embeddings. (Zero-width joiners are left alone: emoji and some scripts need them.)
+INVISIBLE = "[\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+# Spaces that are not U+0020 but mean a space in text: no-break, narrow no-break, figure, ideographic...
+_UNICODE_SPACE = "[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]"
 # pandas' ISO8601 parser also takes "2026" or "20260102"; a timestamp must at least spell out a date.
 _ISO_DATE_PREFIX = r"^\d{4}-\d{1,2}-\d{1,2}"
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 # An explicit offset or Z at the end of a timestamp: the value names its own instant.
 _OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
-# Thousands separators are accepted only in groups of three ("1,234.50", not "3,00").
-_THOUSANDS_RE = r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$"
+# Characters of a value a reason shows (longer values: their start and their length).
+_SHOWN_CHARS = 120
 # PostgreSQL's btree indexes hold at most ~2700 bytes per entry: a longer key cannot be stored.
 MAX_KEY_BYTES = 2000
 
@@ -67,12 +86,30 @@ class CleanBatch:
     """The outcome of cleaning one batch: clean rows, rejected rows, file-level expectation counts.
 
     `unmet[i]` is (rows that do not meet file-level expectation i, rows it was evaluated on), in
-    the order of `file_expectations(contract)`.
+    the order of `file_expectations(contract)`. `reinterpreted` counts the clean rows with a value
+    read differently from its raw text, by kind. `time_seen` names the timestamp columns that had a
+    time of day in some raw value.
     """
 
     clean: pa.Table
     rejected: pa.Table
     unmet: list[tuple[int, int]] = field(default_factory=list)
+    reinterpreted: dict[str, int] = field(default_factory=dict)
+    time_seen: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Context:
+    """What the column cleaners share: the contract, and the masks of rows read differently, by kind."""
+
+    contract: Contract
+    reinterpreted: dict[str, pa.Array] = field(default_factory=dict)
+
+    def note(self, kind: str, mask: pa.Array) -> None:
+        mask = mask.fill_null(False)
+        if pc.any(mask).as_py():
+            previous = self.reinterpreted.get(kind)
+            self.reinterpreted[kind] = mask if previous is None else pc.or_(previous, mask)
 
 
 @dataclass(frozen=True)
@@ -91,16 +128,24 @@ def clean_batch(
 ) -> CleanBatch:
     """Clean one batch of raw rows against the contract."""
     n = batch.num_rows
+    ctx = _Context(contract)
     results: dict[str, _Result] = {}
+    extra_reasons: list[pa.Array] = []
+    time_seen: set[str] = set()
     for col in contract.columns:
         if col.name in mapping.index_of:
             raw = batch.columns[mapping.index_of[col.name]]
+        elif col.name in mapping.parts:
+            raw, part_reason = _joined_parts(col, batch, header, mapping.parts[col.name], contract, ctx)
+            extra_reasons.append(part_reason)
         else:
             raw = pa.nulls(n, pa.string()).fill_null("")
-        results[col.name] = _clean_column(col, raw, contract)
+        if col.type == "timestamp" and n and pc.any(pc.match_substring(raw, ":")).as_py():
+            time_seen.add(col.name)
+        results[col.name] = _clean_column(col, raw, ctx)
     for d in contract.derived:
         results[d.name] = _derive(d, results, contract)
-    reasons = [r.reason for r in results.values()]
+    reasons = [r.reason for r in results.values()] + extra_reasons
     for e in contract.expectations:
         if e.severity == "reject_row" and isinstance(e, ROW_EXPECTATIONS):
             unmet = _unmet(e, results[e.column].values)  # type: ignore[union-attr]
@@ -118,7 +163,7 @@ def clean_batch(
     clean = pa.Table.from_pydict(clean_cols, schema=output_schema(contract))
 
     bad_idx = np.flatnonzero(bad)
-    reason_text = ["; ".join(r[i].as_py() for r in reasons if r[i].is_valid) for i in bad_idx]
+    reason_text = [visible("; ".join(r[i].as_py() for r in reasons if r[i].is_valid)) for i in bad_idx]
     rejected = _rejected_table(
         header, [c.take(pa.array(bad_idx)) for c in batch.columns], batch.lines[bad_idx], reason_text
     )
@@ -130,7 +175,49 @@ def clean_batch(
             unmet_counts.append((int(pc.sum(_unmet(e, values)).as_py() or 0), evaluated))
         else:
             unmet_counts.append((0, kept))  # row counts are judged on the whole file
-    return CleanBatch(clean, rejected, unmet_counts)
+    reinterpreted = {kind: int(pc.sum(pc.and_(mask, good)).as_py() or 0) for kind, mask in ctx.reinterpreted.items()}
+    return CleanBatch(clean, rejected, unmet_counts, {k: v for k, v in reinterpreted.items() if v}, time_seen)
+
+
+def _joined_parts(
+    col: Column, batch: RawBatch, header: list[str], parts: tuple[int, int], contract: Contract, ctx: _Context
+) -> tuple[pa.Array, pa.Array]:
+    """A timestamp written as a date column and a time column, joined; a blank time part is a reason."""
+    day, time_of_day = (pc.utf8_trim_whitespace(batch.columns[i]) for i in parts)
+    nulls = pa.array(list(contract.csv.null_values), pa.string())
+    blank_day, blank_time = (pc.is_in(v, value_set=nulls) for v in (day, time_of_day))
+    joined = pc.if_else(blank_time, day, pc.binary_join_element_wise(day, time_of_day, " "))
+    missing_time = pc.and_(blank_time, pc.invert(blank_day))
+    reason = _reason(missing_time, f"{col.name}: the time part ({header[parts[1]]}) is blank")
+    ctx.note(f"{col.name} built from {header[parts[0]]} + {header[parts[1]]}", pc.invert(blank_day))
+    return joined, reason
+
+
+# The Latin capitals Cyrillic and Greek letters most often pass for (their small forms end the same way).
+_LATIN_LOOKING = ("A", "B", "C", "E", "H", "I", "J", "K", "M", "O", "P", "S", "T", "X", "Y")
+
+
+def visible(text: str) -> str:
+    """Text with the characters a person cannot see shown as <U+200B ZERO WIDTH SPACE>, and letters
+    of another script hiding among Latin ones named (a Cyrillic o in "North": U+043E CYRILLIC SMALL LETTER O)."""
+    shown = re.sub(INVISIBLE, lambda m: f"<U+{ord(m.group()):04X} {unicodedata.name(m.group(), '?')}>", text)
+    shown = re.sub(_UNICODE_SPACE, lambda m: f"<U+{ord(m.group()):04X} {unicodedata.name(m.group(), '?')}>", shown)
+    lookalikes = sorted({c for c in shown if _lookalike(c)} if re.search(r"[A-Za-z]", shown) else set())
+    if lookalikes:
+        named = ", ".join(f"{c} is U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in lookalikes)
+        shown += f" (letters of another script among Latin ones: {named})"
+    return shown
+
+
+def _lookalike(char: str) -> bool:
+    """A Cyrillic or Greek letter that looks like a Latin one (the usual homoglyphs)."""
+    if not char.isalpha() or char.isascii():
+        return False
+    name = unicodedata.name(char, "")
+    return name.startswith(("CYRILLIC", "GREEK")) and any(
+        name.endswith(f" LETTER {c}")
+        for c in ("A", "B", "C", "E", "H", "I", "J", "K", "M", "O", "P", "S", "T", "X", "Y")
+    )
 
 
 def _rejected_table(header: list[str], columns: list[pa.Array], lines: np.ndarray, reasons: list[str]) -> pa.Table:
@@ -249,6 +336,13 @@ def _reason(mask: pa.Array | np.ndarray, template: str, values: pa.Array | None 
         return pa.nulls(len(mask), pa.string())
     before, after = template.split("{v}", 1)
     hits = pc.cast(pc.filter(values, mask), pa.string())
+    long = pc.greater(pc.utf8_length(hits), _SHOWN_CHARS)
+    if pc.any(long).as_py():  # a 200 KB value is shown by its start and its length
+        length = pc.cast(pc.utf8_length(hits), pa.string())
+        cut = pc.binary_join_element_wise(
+            pc.utf8_slice_codeunits(hits, 0, _SHOWN_CHARS), "… (", length, " characters)", ""
+        )
+        hits = pc.if_else(long, cut, hits)
     text = pc.binary_join_element_wise(pa.scalar(before), hits, pa.scalar(after), "")
     return pc.replace_with_mask(pa.nulls(len(mask), pa.string()), mask, text)
 
@@ -261,16 +355,22 @@ def _first_reason(*reasons: pa.Array | None) -> pa.Array:
     return out
 
 
-Cleaner = Callable[[Column, pa.Array, pa.Array, Contract], tuple[pa.Array, pa.Array]]
+Cleaner = Callable[[Column, pa.Array, pa.Array, _Context], tuple[pa.Array, pa.Array]]
 
 
-def _clean_column(col: Column, raw: pa.Array, contract: Contract) -> _Result:
+def _clean_column(col: Column, raw: pa.Array, ctx: _Context) -> _Result:
+    contract = ctx.contract
     trimmed = pc.utf8_trim_whitespace(raw)
     blank = pc.is_in(trimmed, value_set=pa.array(list(contract.csv.null_values), pa.string()))
     blank_np = blank.to_numpy(zero_copy_only=False)
     blank_reason = _reason(blank, f"{col.name} is blank") if col.rejects_blank else pa.nulls(len(raw), pa.string())
     present = pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
-    values, reason = CLEANERS[col.type](col, present, raw, contract)
+    values, reason = CLEANERS[col.type](col, present, raw, ctx)
+    invisible = pc.match_substring_regex(raw, INVISIBLE).fill_null(False)
+    if pc.any(invisible).as_py():
+        # Never guess what a hidden character means: show it and reject the row.
+        message = f"{col.name} '{{v}}' contains a character a person cannot see"
+        reason = pc.coalesce(_reason(invisible, message, raw), reason)
     nul = pc.match_substring(raw, "\x00").fill_null(False)
     if pc.any(nul).as_py():
         # PostgreSQL text cannot hold U+0000: the row is rejected, never the load.
@@ -297,7 +397,11 @@ def _fill_scalar(col: Column, fill: Any, kind: pa.DataType) -> pa.Scalar:
     return pa.scalar(_as_type(fill, kind), kind)
 
 
-def _text(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+def _text(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
+    spaced = pc.match_substring_regex(present, _UNICODE_SPACE).fill_null(False)
+    if pc.any(spaced).as_py():  # a no-break space is a space: "Desk\u00a0Lamp" is "Desk Lamp"
+        ctx.note("text with no-break or other Unicode spaces read as spaces", spaced)
+        present = pc.replace_substring_regex(present, _UNICODE_SPACE, " ")
     collapsed = _collapse_whitespace(present)
     reason: pa.Array = pa.nulls(len(present), pa.string())
     if col.allowed:
@@ -338,7 +442,55 @@ def _title(values: pa.Array) -> pa.Array:
     return titled
 
 
-def _integer(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
+    """A number as people's tools write it, in plain form (sign, digits, '.'), and a reason for spellings
+    that are never read: (12.00) unless the contract declares accounting negatives, 1e3."""
+    dialect = ctx.contract.csv
+    n = len(present)
+    reason: pa.Array = pa.nulls(n, pa.string())
+    text = pc.replace_substring_regex(present, _LEADING_CURRENCY, r"\1")
+    text = pc.replace_substring_regex(text, _TRAILING_CURRENCY, "")
+    negative = pc.match_substring_regex(text, _ACCOUNTING_NEGATIVE).fill_null(False)
+    if pc.any(negative).as_py():
+        if dialect.accounting_negatives:
+            ctx.note(f"{col.name} accounting negatives (12.00) read as -12.00", negative)
+            text = pc.replace_substring_regex(text, _ACCOUNTING_NEGATIVE, r"-\1")
+        else:
+            message = (
+                f"{col.name} '{{v}}' is an accounting negative: set csv.accounting_negatives: true "
+                "in the contract to read it as negative"
+            )
+            reason = _reason(negative, message, present)
+    decimal = dialect.decimal_separator
+    point = re.escape(decimal)
+    for sep in _THOUSANDS[decimal]:
+        grouped = pc.match_substring_regex(text, rf"^[+-]?\d{{1,3}}({re.escape(sep)}\d{{3}})+({point}\d*)?$")
+        grouped = grouped.fill_null(False)
+        if pc.any(grouped).as_py():
+            text = pc.if_else(grouped, pc.replace_substring(text, sep, ""), text)
+    if decimal == ",":
+        text = pc.replace_substring(text, ",", ".")
+    scientific = pc.match_substring_regex(present, _SCIENTIFIC).fill_null(False)
+    if pc.any(scientific).as_py():
+        message = f"{col.name} '{{v}}' is in scientific notation, which is not read as a number here"
+        reason = _first_reason(reason, _reason(scientific, message, present))
+    return text, reason
+
+
+def _not_a_number(col: Column, bad: pa.Array, spelled: pa.Array, raw: pa.Array, ctx: _Context) -> pa.Array:
+    """The reason for values that are not numbers; a hint where the decimal separator looks swapped ("3,00")."""
+    decimal = ctx.contract.csv.decimal_separator
+    other = "," if decimal == "." else "."
+    swapped = pc.match_substring_regex(spelled, rf"^[+-]?\d+{re.escape(other)}\d{{1,2}}$").fill_null(False)
+    hint = f" (the contract's decimal separator is '{decimal}', not '{other}')"
+    return _first_reason(
+        _reason(pc.and_(bad, swapped), f"{col.name} '{{v}}' is not a number{hint}", raw),
+        _reason(bad, f"{col.name} '{{v}}' is not a number", raw),
+    )
+
+
+def _integer(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
+    present, spelling = _number_spelling(col, present, ctx)
     parts = pc.extract_regex(present, _INT_RE)
     ok = pc.is_valid(parts).fill_null(False)
     sign, digits = pc.replace_substring(pc.struct_field(parts, 0), "+", ""), pc.struct_field(parts, 1)
@@ -362,18 +514,15 @@ def _integer(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) 
         if col.max is not None
         else None
     )
-    reason = _first_reason(not_int, beyond, low, high)
+    reason = _first_reason(spelling, not_int, beyond, low, high)
     in_range = pc.and_(pc.is_null(reason), pc.is_valid(numbers))
     values = pc.if_else(in_range, numbers, pa.scalar(None, pa.int64()))
     return pc.cast(values, arrow_type(col)), reason
 
 
-def _decimal(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+def _decimal(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
     precision, scale = col.precision or 18, col.scale or 0
-    stripped = pc.replace_substring_regex(present, _LEADING_CURRENCY, r"\1")
-    stripped = pc.replace_substring_regex(stripped, _TRAILING_CURRENCY, "")
-    grouped = pc.match_substring_regex(stripped, _THOUSANDS_RE)
-    stripped = pc.if_else(grouped, pc.replace_substring(stripped, ",", ""), stripped)
+    stripped, spelling = _number_spelling(col, present, ctx)
     parts = pc.extract_regex(stripped, _DECIMAL_RE)
     sign, whole, frac = (pc.struct_field(parts, i) for i in range(3))
     frac = frac.fill_null("")
@@ -390,10 +539,10 @@ def _decimal(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) 
     if scale == 0:
         text = pc.binary_join_element_wise(sign, int_text, "")
     values = pc.cast(pc.if_else(fits, text, pa.scalar(None, pa.string())), pa.decimal128(precision, scale))
-    not_number = _reason(pc.invert(ok), f"{col.name} '{{v}}' is not a number", raw)
+    not_number = _not_a_number(col, pc.invert(ok), stripped, raw, ctx)
     places = _reason(pc.and_(ok, too_precise), f"{col.name} '{{v}}' has more than {scale} decimal places", raw)
     big = _reason(pc.and_(ok, too_big), f"{col.name} '{{v}}' is too large for numeric({precision},{scale})", raw)
-    reasons = [not_number, places, big]
+    reasons = [spelling, not_number, places, big]
     if col.min is not None:
         below = pc.less(values, pa.scalar(Decimal(str(col.min))).cast(values.type))
         reasons.append(_reason(below, f"{col.name} {{v}} is below {col.min}", values))
@@ -404,7 +553,7 @@ def _decimal(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) 
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
 
 
-def _boolean(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+def _boolean(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
     lower = pc.utf8_lower(present)
     true = pc.is_in(lower, value_set=pa.array([v.casefold() for v in col.true_values], pa.string()))
     false = pc.is_in(lower, value_set=pa.array([v.casefold() for v in col.false_values], pa.string()))
@@ -415,37 +564,54 @@ def _boolean(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) 
     return values, _reason(bad, f"{col.name} '{{v}}' is not a boolean ({spelled})", raw)
 
 
-def _parse_formats(series: pd.Series, formats: tuple[str, ...], iso_shaped: pd.Series, utc: bool) -> pd.Series:
-    """Values parsed by the first format that reads them; NaT where none does."""
+def _parse_formats(
+    series: pd.Series, formats: tuple[str, ...], iso_shaped: pd.Series, utc: bool
+) -> tuple[pd.Series, pd.Series]:
+    """Values parsed by the first format that reads them (NaT where none does), and where another of the
+    formats reads the same text as another moment (03/05/2026 with both %m/%d/%Y and %d/%m/%Y)."""
     dtype = "datetime64[us, UTC]" if utc else "datetime64[us]"
     parsed = pd.Series(pd.NaT, index=series.index, dtype=dtype)
+    ambiguous = pd.Series(False, index=series.index)
     todo = series.notna()
+    by: list[tuple[str, pd.Series]] = []
     for fmt in formats:
         candidates = todo & iso_shaped if fmt == "ISO8601" else todo
         if not candidates.any():
             continue
-        attempt = pd.to_datetime(series[candidates], format=fmt, errors="coerce", utc=utc)
-        parsed[candidates] = attempt.astype(dtype)
+        attempt = pd.to_datetime(series[candidates], format=fmt, errors="coerce", utc=utc).astype(dtype)
+        parsed[candidates] = attempt
+        if fmt != "ISO8601":
+            by.append((fmt, attempt.dropna()))
         todo &= parsed.isna()
-    return parsed
+    others = [f for f in formats if f != "ISO8601"]
+    for fmt, got in by:  # ISO 8601 says which part is which; other formats may not
+        for other in (f for f in others if f != fmt):
+            again = pd.to_datetime(series[got.index], format=other, errors="coerce", utc=utc).astype(dtype)
+            ambiguous[got.index] |= again.notna() & (again != got)
+    return parsed, ambiguous
 
 
-def _timestamp(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+def _timestamp(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
     """Timestamps to UTC: values with an offset name their instant; naive ones are in the column's zone."""
-    zone = contract.zone_of(col)
+    zone = ctx.contract.zone_of(col)
     formats = col.formats or ("ISO8601",)
     series = pd.Series(present.to_pandas(types_mapper=pd.ArrowDtype), dtype="string")
     iso_shaped = _mask(pc.match_substring_regex(present, _ISO_DATE_PREFIX), series.index)
+    two_readings = pd.Series(False, index=series.index)
     if zone == "UTC":
-        parsed = _parse_formats(series, formats, iso_shaped, utc=True)
+        parsed, two_readings = _parse_formats(series, formats, iso_shaped, utc=True)
         gap = ambiguous = pd.Series(False, index=series.index)
     else:
         has_offset = _mask(pc.match_substring_regex(present, _OFFSET), series.index)
         parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
         aware = series.where(has_offset)
-        parsed[has_offset] = _parse_formats(aware[has_offset], formats, iso_shaped[has_offset], utc=True)
+        parsed[has_offset], two_readings[has_offset] = _parse_formats(
+            aware[has_offset], formats, iso_shaped[has_offset], utc=True
+        )
         naive = series.where(~has_offset)
-        local = _parse_formats(naive[~has_offset], formats, iso_shaped[~has_offset], utc=False)
+        local, two_readings[~has_offset] = _parse_formats(
+            naive[~has_offset], formats, iso_shaped[~has_offset], utc=False
+        )
         strict = local.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
         summer = local.dt.tz_localize(zone, ambiguous=np.ones(len(local), dtype=bool), nonexistent="NaT")
         gap = pd.Series(False, index=series.index)
@@ -456,6 +622,7 @@ def _timestamp(col: Column, present: pa.Array, raw: pa.Array, contract: Contract
     values = pa.Array.from_pandas(parsed, type=pa.timestamp("us", tz="UTC"))
     unparsed = pc.and_(pc.and_(pc.is_valid(present), pc.is_null(values)), pa.array(~(gap | ambiguous).to_numpy()))
     reasons = [
+        _two_readings(col, two_readings, raw),
         _reason(unparsed, f"{col.name} '{{v}}' is not a recognised date/time", raw),
         _reason(gap.to_numpy(), f"{col.name} '{{v}}' does not exist in {zone} (clocks went forward)", raw),
         _reason(
@@ -475,12 +642,13 @@ def _timestamp(col: Column, present: pa.Array, raw: pa.Array, contract: Contract
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
 
 
-def _date(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> tuple[pa.Array, pa.Array]:
+def _date(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
     """Dates: ISO (YYYY-MM-DD) by default, or the column's formats, in order."""
     series = pd.Series(present.to_pandas(types_mapper=pd.ArrowDtype), dtype="string")
+    two_readings = pd.Series(False, index=series.index)
     if col.formats:
         iso_shaped = _mask(pc.match_substring_regex(present, _ISO_DATE), series.index)
-        parsed = _parse_formats(series, col.formats, iso_shaped, utc=False)
+        parsed, two_readings = _parse_formats(series, col.formats, iso_shaped, utc=False)
     else:
         iso = _mask(pc.match_substring_regex(present, _ISO_DATE), series.index)
         parsed = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us]")
@@ -490,6 +658,7 @@ def _date(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> 
     values = pc.cast(timestamps, pa.date32())
     unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))
     reasons = [
+        _two_readings(col, two_readings, raw),
         _reason(unparsed, f"{col.name} '{{v}}' is not a recognised date", raw),
         _reason(has_time.to_numpy(), f"{col.name} '{{v}}' has a time of day: a date column would drop it", raw),
     ]
@@ -499,6 +668,11 @@ def _date(col: Column, present: pa.Array, raw: pa.Array, contract: Contract) -> 
             reasons.append(_reason(op(values, limit), f"{col.name} '{{v}}' is {word} {bound}", raw))
     reason = _first_reason(*reasons)
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
+
+
+def _two_readings(col: Column, ambiguous: pd.Series, raw: pa.Array) -> pa.Array:
+    message = f"{col.name} '{{v}}' reads as different dates in the contract's formats ({', '.join(col.formats)})"
+    return _reason(ambiguous.to_numpy(), message, raw)
 
 
 def _mask(mask: pa.Array, index: pd.Index) -> pd.Series:

@@ -78,6 +78,11 @@ class CsvDialect(_Strict):
     # row is rejected.
     fallback_encoding: str | None = "cp1252"
     null_values: tuple[str, ...] = ("",)
+    # How numbers are written: "." (1,234.50) or "," (1.234,50 and 1 234,50). Thousands separators are
+    # read only in groups of three (",", ".", "'", spaces: whichever is not the decimal separator).
+    decimal_separator: Literal[".", ","] = "."
+    # Read "(12.00)" (an accounting negative) as -12.00 (counted per file); else such a row is rejected.
+    accounting_negatives: bool = False
 
     @field_validator("delimiter", "quote_char")
     @classmethod
@@ -108,7 +113,23 @@ class CsvDialect(_Strict):
     def _distinct(self) -> CsvDialect:
         if self.delimiter == self.quote_char or self.delimiter == self.escape_char:
             raise ValueError("delimiter, quote_char and escape_char must differ")
+        if self.delimiter == self.decimal_separator:
+            raise ValueError(f"the delimiter {self.delimiter!r} cannot also be the decimal separator")
         return self
+
+
+class TimestampParts(_Strict):
+    """A timestamp a file writes in two columns: header spellings of its date part and of its time part."""
+
+    date: tuple[str, ...]
+    time: tuple[str, ...]
+
+    @field_validator("date", "time")
+    @classmethod
+    def _some(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one header spelling")
+        return value
 
 
 class Column(_Strict):
@@ -130,6 +151,8 @@ class Column(_Strict):
     formats: tuple[str, ...] = ()
     # timestamp: the zone of naive values (IANA name); default: the dataset's timezone.
     timezone: str | None = None
+    # timestamp: when a file has a date column and a time column instead, the headers of each part.
+    parts: TimestampParts | None = None
     min: Any = None
     max: Any = None
     # decimal: numeric(precision, scale).
@@ -302,13 +325,17 @@ ROW_EXPECTATIONS = (NotNull, Between, InSet, NotInSet, MatchRegex, LengthBetween
 
 
 class HeaderMapping(BaseModel):
-    """Result of matching a file's header against the contract."""
+    """Result of matching a file's header against the contract.
+
+    `parts[column]` is (date index, time index) for a timestamp the file writes in two columns.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     index_of: dict[str, int]
     missing: tuple[str, ...]
     extra: tuple[str, ...]
+    parts: dict[str, tuple[int, int]] = {}
 
 
 class Contract(_Strict):
@@ -381,7 +408,8 @@ class Contract(_Strict):
             raise ValueError(f"column(s) {sorted(clash)} clash with the lineage columns the load adds")
         spellings: dict[str, str] = {}
         for col in self.columns:
-            for spelling in (col.name, *col.aliases):
+            part_spellings = (*col.parts.date, *col.parts.time) if col.parts else ()
+            for spelling in (col.name, *col.aliases, *part_spellings):
                 key = normalize_header(spelling)
                 owner = spellings.setdefault(key, col.name)
                 if owner != col.name:
@@ -464,19 +492,38 @@ class Contract(_Strict):
         for i, h in enumerate(headers):
             by_key.setdefault(normalize_header(h), []).append(i)
         mapping: dict[str, int] = {}
+        parts: dict[str, tuple[int, int]] = {}
         used: set[int] = set()
-        # Own names first, so an alias of one column never takes another column's own name.
-        for candidates in ([(c, c.name) for c in self.columns], [(c, a) for c in self.columns for a in c.aliases]):
-            for col, candidate in candidates:
-                if col.name in mapping:
-                    continue
-                free = [i for i in by_key.get(normalize_header(candidate), []) if i not in used]
+
+        def first_free(spellings: tuple[str, ...]) -> int | None:
+            for spelling in spellings:
+                free = [i for i in by_key.get(normalize_header(spelling), []) if i not in used]
                 if free:
-                    mapping[col.name] = free[0]
-                    used.add(free[0])
-        missing = tuple(c for c in self.required_columns if c not in mapping)
+                    return free[0]
+            return None
+
+        # Own names first, so an alias of one column never takes another column's own name; then a
+        # timestamp's date and time parts when the file has both; then aliases.
+        for col in self.columns:
+            index = first_free((col.name,))
+            if index is not None:
+                mapping[col.name] = index
+                used.add(index)
+        for col in self.columns:
+            if col.parts and col.name not in mapping:
+                day, time_of_day = first_free(col.parts.date), first_free(col.parts.time)
+                if day is not None and time_of_day is not None and day != time_of_day:
+                    parts[col.name] = (day, time_of_day)
+                    used.update((day, time_of_day))
+        for col in self.columns:
+            if col.name not in mapping and col.name not in parts:
+                index = first_free(col.aliases + (col.parts.date if col.parts else ()))
+                if index is not None:
+                    mapping[col.name] = index
+                    used.add(index)
+        missing = tuple(c for c in self.required_columns if c not in mapping and c not in parts)
         extra = tuple(headers[i] for i in range(len(headers)) if i not in used)
-        return HeaderMapping(index_of=mapping, missing=missing, extra=extra)
+        return HeaderMapping(index_of=mapping, missing=missing, extra=extra, parts=parts)
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -506,7 +553,7 @@ _OPTIONS_BY_TYPE: dict[str, set[str]] = {
     "decimal": {"min", "max", "precision", "scale"},
     "boolean": {"true_values", "false_values"},
     "date": {"min", "max", "formats"},
-    "timestamp": {"min", "max", "formats", "timezone"},
+    "timestamp": {"min", "max", "formats", "timezone", "parts"},
 }
 
 

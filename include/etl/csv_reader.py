@@ -127,6 +127,8 @@ class ReadStats:
     fallback_rows: int = 0
     # "fast" (pyarrow), or "exact" once a record sent the rest of the file to Python's csv module.
     path: str = "fast"
+    # Escape characters read (the contract's escape_char, e.g. backslashes before quotes), when it has one.
+    escapes: int = 0
 
 
 @dataclass
@@ -365,6 +367,7 @@ class _Reader:
         self.width = len(stream.header)
         self.utf8 = is_utf8(stream.encoding)
         self.records_done = 0  # records handed to the consumer: a restart skips them
+        self.escapes = 0
 
     def batches(self) -> Iterator[RawBatch]:
         block = min(self.batch_bytes, _READ_BLOCK_BYTES)
@@ -384,10 +387,82 @@ class _Reader:
 
     def _handed_out(self, batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
         for batch in _rebatched(batches, self.batch_bytes):
+            batch = self._broken_quoting_rejected(batch)
             self.records_done = batch.records_end
             self.stream.stats.blank_lines += batch.blank_lines
             self.stream.stats.fallback_rows += batch.fallback_rows
             yield batch
+        self.stream.stats.escapes = self.escapes
+
+    def _opened(self) -> BinaryIO:
+        """The file from its start; counts the escape characters read when the dialect has one."""
+        self.escapes = 0
+        source = self.opener()
+        if not self.dialect.escape_char:
+            return source
+        return _EscapeCounter(source, self.dialect.escape_char.encode(), self)  # type: ignore[return-value]
+
+    # --- quoting that breaks ---
+
+    def _broken_quoting_rejected(self, batch: RawBatch) -> RawBatch:
+        """Rows whose quoting breaks, rejected with their raw text instead of stored mangled.
+
+        Without an escape_char, `"Monitor 27\\" IPS"` (a backslash-escaped quote, as MySQL and PHP write
+        them) reads as `Monitor 27\\ IPS"`, and a quote escaped that way at the end of a field swallows
+        the rest of the line and the next one. Both parsers do so silently: rows with a backslash before
+        a quote in a value are checked against their raw text, strictly, and rejected if it breaks.
+        """
+        if self.dialect.escape_char or not batch.num_rows:
+            return batch
+        quote = re.escape(self.dialect.quote_char)
+        flagged = np.zeros(batch.num_rows, dtype=bool)
+        for col in batch.columns:
+            flagged |= (
+                pc.match_substring_regex(col, rf"\\[^{quote}]*{quote}").fill_null(False).to_numpy(zero_copy_only=False)
+            )
+        if not flagged.any():
+            return batch
+        rows = np.flatnonzero(flagged)
+        spans = {
+            int(batch.lines[i]): 1 + sum(_text_line_breaks(c[i].as_py() or "") for c in batch.columns) for i in rows
+        }
+        raw = self._raw_records(spans)
+        broken = [i for i in rows if not _strict_ok(raw[int(batch.lines[i])], self.dialect, self.stream.delimiter)]
+        if not broken:
+            return batch
+        reason = (
+            "the quoting breaks: a quote is followed by more text (a backslash-escaped quote, as MySQL and PHP "
+            "write them?); if the file escapes quotes with a backslash, set csv.escape_char in the contract"
+        )
+        malformed = batch.malformed + [
+            MalformedRow(int(batch.lines[i]), raw[int(batch.lines[i])], reason) for i in broken
+        ]
+        keep = np.ones(batch.num_rows, dtype=bool)
+        keep[broken] = False
+        mask = pa.array(keep)
+        return RawBatch(
+            [pc.filter(c, mask) for c in batch.columns],
+            batch.lines[keep],
+            sorted(malformed, key=lambda m: m.line),
+            None if batch.fallback is None else batch.fallback[keep],
+            batch.records_end,
+            batch.blank_lines,
+        )
+
+    def _raw_records(self, spans: dict[int, int]) -> dict[int, str]:
+        """The raw text of records by their first line and line count (one more read of the file's start)."""
+        wanted = {line: [] for line in spans}
+        last = max(line + span - 1 for line, span in spans.items())
+        codec = _codec(self.stream.encoding)
+        with self.opener() as raw:
+            text = io.TextIOWrapper(_buffered(raw), encoding=codec, errors="surrogateescape", newline="")
+            for number, line in enumerate(text, start=1):
+                for start, parts in wanted.items():
+                    if start <= number < start + spans[start]:
+                        parts.append(line)
+                if number >= last:
+                    break
+        return {start: escape_invalid("".join(parts)).rstrip("\r\n") for start, parts in wanted.items()}
 
     # --- fast path ---
 
@@ -395,7 +470,7 @@ class _Reader:
         names = [f"c{i}" for i in range(self.width)]
         invalid = _InvalidRows(self.stream.header_lines)
         kind = pa.binary() if self.utf8 else pa.string()
-        source = self.opener()
+        source = self._opened()
         try:
             try:
                 reader = pacsv.open_csv(
@@ -478,7 +553,10 @@ class _Reader:
     def _wrong_width(self, line: int, text: str) -> MalformedRow:
         args = _csv_args(self.dialect, self.stream.delimiter)
         found = len(next(csv.reader(io.StringIO(text, newline=""), **args), []))
-        return MalformedRow(line, text, f"expected {self.width} fields, found {found}")
+        reason = f"expected {self.width} fields, found {found}"
+        if not self.dialect.escape_char and "\\" + self.dialect.quote_char in text:
+            reason += " (a backslash before a quote: if the file escapes quotes so, set csv.escape_char)"
+        return MalformedRow(line, text, reason)
 
     def _decoded(
         self, columns: list[pa.Array], lines: np.ndarray, malformed: list[MalformedRow], records_end: int, blank: int
@@ -542,7 +620,7 @@ class _Reader:
 
     def _exact(self) -> Iterator[RawBatch]:
         codec = _codec(self.stream.encoding)
-        with self.opener() as raw:
+        with self._opened() as raw:
             text = io.TextIOWrapper(_buffered(raw), encoding=codec, errors="surrogateescape", newline="")
             reader = csv.reader(text, **_csv_args(self.dialect, self.stream.delimiter))
             while reader.line_num < self.stream.header_lines:
@@ -655,6 +733,44 @@ class _InvalidRows:
         if "straddl" in str(exc):
             return _RestartError(str(exc), bigger_block=True)
         return _RestartError(self.failure or str(exc))
+
+
+class _EscapeCounter:
+    """A file-like object that counts the escape characters read through it."""
+
+    def __init__(self, source: BinaryIO, escape: bytes, reader: _Reader) -> None:
+        self._source, self._escape, self._reader = source, escape, reader
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._source.read(n)
+        self._reader.escapes += data.count(self._escape)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return bool(getattr(self._source, "closed", False))
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> _EscapeCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _strict_ok(text: str, dialect: Dialect, delimiter: str) -> bool:
+    """Whether a record's raw text parses under strict CSV quoting rules."""
+    args = {**_csv_args(dialect, delimiter), "strict": True}
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), **args))
+    except csv.Error:
+        return False
+    return len(rows) == 1
 
 
 class _RecordCounter:

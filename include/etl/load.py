@@ -41,7 +41,7 @@ class LoadReport:
     rows_updated: int = 0
     rows_removed: int = 0
     schema_changes: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)  # per phase: stage, merge
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase: stage, dedup, merge
 
     @property
     def table_changed(self) -> bool:
@@ -189,7 +189,6 @@ def _load(
         )
         report.rows_staged = staged.rows
         report.seconds["stage"] = round(time.perf_counter() - clock, 3)
-        clock = time.perf_counter()
         loadable = []
         for result, job in plan.jobs:
             if job.source.key in staged.failed:
@@ -202,7 +201,7 @@ def _load(
         retract = [k for k in plan.retract if k not in stale_or_failed]
         merged = merge(cur, contract, stage.name, stage.columns, retract)
         staging.drop(cur, stage)
-        report.seconds["merge"] = round(time.perf_counter() - clock, 3)
+        report.seconds.update(merged.seconds)
         for result in loadable:
             kept = merged.kept_by_file.get(result.source_key, 0)
             plan.outcomes.append(

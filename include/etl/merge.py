@@ -13,6 +13,7 @@ A rerun writes nothing: rows are only updated when a winning row differs from th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ class MergeResult:
     removed: int = 0
     kept_by_file: dict[str, int] = field(default_factory=dict)
     removed_by_file: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # dedup (pick each key's winner), merge (write)
 
 
 def precedence(contract: Contract) -> tuple[str, ...]:
@@ -90,6 +92,7 @@ def merge(
         "first_key": sql.Identifier(contract.key[0]),
     }
     result = MergeResult()
+    clock = time.perf_counter()
     if retract:
         # Keys whose table row comes from a retracted file fall back to their best other row:
         # those rows leave the duplicates table and compete with the staged rows.
@@ -128,6 +131,8 @@ def merge(
             "WHERE l.{ndup} > 1 AND (s.{sk}, s.{line}) <> (l.{sk}, l.{line})"
         ).format(**fmt)
     )
+    result.seconds["dedup"] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
     # Staged winners that lose to the table's row, and table rows a staged winner displaces.
     cur.execute(
         sql.SQL("INSERT INTO {dups} ({cols}) SELECT {l_cols} FROM etl_latest l WHERE NOT l.{wins}").format(**fmt)
@@ -178,4 +183,5 @@ def merge(
         result.removed = sum(result.removed_by_file.values())
     cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest WHERE {wins} GROUP BY 1").format(**fmt))
     result.kept_by_file = {k: int(n) for k, n in cur.fetchall()}
+    result.seconds["merge"] = round(time.perf_counter() - clock, 3)
     return result

@@ -13,6 +13,7 @@ Outputs are written whole (S3 PUTs are atomic), and the same input always gives 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from typing import Any
 
@@ -22,13 +23,15 @@ import pyarrow.parquet as pq
 
 from include.etl import storage
 from include.etl.cleaning import (
+    INVISIBLE,
     clean_batch,
     describe_expectation,
     file_expectations,
     malformed_table,
+    visible,
     whole_file_rejected,
 )
-from include.etl.contract import Contract, RowCountBetween
+from include.etl.contract import Contract, HeaderMapping, RowCountBetween
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
 from include.etl.results import FileResult
 from include.etl.schema import SOURCE_LINE, output_schema, rejected_schema
@@ -98,7 +101,11 @@ def _clean_to_files(
     stream = read_csv(opener, contract.csv, settings.batch_bytes)
     mapping = contract.map_headers(stream.header)
     result.extra_columns = list(mapping.extra)
-    result.notes = list(stream.notes)
+    result.notes = list(stream.notes) + [
+        f"header {visible(h)!r} has characters a person cannot see: they were ignored to match it"
+        for h in stream.header
+        if re.search(INVISIBLE, h)
+    ]
     if mapping.missing:
         result.status, result.reason = "rejected", f"missing required column(s): {', '.join(mapping.missing)}"
 
@@ -113,6 +120,7 @@ def _clean_to_files(
 
     expectations = file_expectations(contract)
     unmet = [[0, 0] for _ in expectations]
+    time_seen: set[str] = set()
     schema = output_schema(contract)
     with pq.ParquetWriter(os.path.join(tmp, _PARQUET), schema, compression=PARQUET_COMPRESSION) as writer:
         for batch in stream.batches:
@@ -131,6 +139,9 @@ def _clean_to_files(
                 for counts, (batch_unmet, evaluated) in zip(unmet, cleaned.unmet, strict=True):
                     counts[0] += batch_unmet
                     counts[1] += evaluated
+                for kind, count in cleaned.reinterpreted.items():
+                    result.reinterpreted[kind] = result.reinterpreted.get(kind, 0) + count
+                time_seen |= cleaned.time_seen
             merged = pa.concat_tables(rejected)
             if merged.num_rows:
                 write_rejected(merged.sort_by([(SOURCE_LINE, "ascending")]))
@@ -142,7 +153,30 @@ def _clean_to_files(
     result.encoding = stream.encoding
     if stream.stats.fallback_rows:
         result.reinterpreted[f"rows decoded as {contract.csv.fallback_encoding}"] = stream.stats.fallback_rows
+    if stream.stats.escapes:
+        result.reinterpreted[f"escape characters ({contract.csv.escape_char}) read"] = stream.stats.escapes
+    if result.rows_clean:
+        result.warnings += _dates_without_their_time(contract, stream.header, mapping, time_seen)
     return result, [(u, e) for u, e in unmet]
+
+
+# Header words of a column that holds the time of day (English, German, French, Spanish, Dutch).
+_TIME_HEADER = re.compile(r"(^|\b|_)(time|hour|uhrzeit|zeit|heure|hora|tijd)(\b|_|$)", re.I)
+
+
+def _dates_without_their_time(
+    contract: Contract, header: list[str], mapping: HeaderMapping, time_seen: set[str]
+) -> list[str]:
+    """Timestamp columns that held dates only (loaded as midnight) while a column named like a time was ignored."""
+    ignored = [h for h in mapping.extra if _TIME_HEADER.search(h.strip())]
+    if not ignored:
+        return []
+    return [
+        f"{col.name} holds dates only (loaded as midnight) while column(s) {', '.join(repr(h) for h in ignored)} "
+        "look like its time of day and were ignored: declare them in the contract (parts: time)"
+        for col in contract.columns
+        if col.type == "timestamp" and col.name in mapping.index_of and col.name not in time_seen
+    ]
 
 
 def _judge_expectations(result: FileResult, contract: Contract, unmet_counts: list[tuple[int, int]]) -> None:

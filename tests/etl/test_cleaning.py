@@ -271,7 +271,7 @@ def test_quantity_accepted(contract: Contract, raw: str, expected: int) -> None:
         ("-1", "quantity -1 is below 1"),
         ("abc", "quantity 'abc' is not a whole number"),
         ("1.5", "quantity '1.5' is not a whole number"),
-        ("1e3", "quantity '1e3' is not a whole number"),
+        ("1e3", "quantity '1e3' is in scientific notation, which is not read as a number here"),
         ("99999999999", "quantity 99999999999 is above 2147483647"),
         ("2147483648", "quantity 2147483648 is above 2147483647"),
         ("", "quantity is blank"),

@@ -15,6 +15,7 @@ import boto3
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from airflow import settings as airflow_settings
 from botocore.config import Config
 
 from include.etl import staging, storage
@@ -87,6 +88,9 @@ def test_postgres_lost_mid_load_loads_nothing_then_the_retry_loads_everything_on
             else:
                 postgres.stop(stack.paths)
                 postgres.start(stack.paths, stack.ports.postgres)
+                # The restart also closed this process's pooled Airflow metadata connections, which later
+                # in-process dag.test() runs would pick up dead (an Airflow process would be restarted too).
+                airflow_settings.reconfigure_orm()
         return real_copy(cur, *args)
 
     monkeypatch.setattr(staging, "_copy_parquet", copy_then_lose_the_server)
