@@ -455,6 +455,7 @@ def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.
         if dialect.accounting_negatives:
             ctx.note(f"{col.name} accounting negatives (12.00) read as -12.00", negative)
             text = pc.replace_substring_regex(text, _ACCOUNTING_NEGATIVE, r"-\1")
+            text = pc.replace_substring_regex(text, _LEADING_CURRENCY, r"\1")  # ($12.00)
         else:
             message = (
                 f"{col.name} '{{v}}' is an accounting negative: set csv.accounting_negatives: true "

@@ -71,6 +71,62 @@ def test_a_blank_integer_with_on_blank_null_is_null() -> None:
     assert clean[0]["n"] is None
 
 
+# --- decimal spellings ----------------------------------------------------------------------
+
+AMOUNT = {"amount": {"type": "decimal", "precision": 12, "scale": 2, "required": True}}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (".99", Decimal("0.99")),
+        ("-.5", Decimal("-0.50")),
+        ("1.", Decimal("1.00")),
+        ("+3", Decimal("3.00")),
+        ("$.25", Decimal("0.25")),
+        ("-$1,234.50", Decimal("-1234.50")),
+        ("1 234.50", Decimal("1234.50")),
+    ],
+)
+def test_decimal_spellings_people_write_are_read_exactly(raw: str, expected: Decimal) -> None:
+    assert _value(_contract(AMOUNT), "amount", raw) == (expected, None)
+
+
+def test_an_accounting_negative_is_rejected_unless_the_contract_reads_them() -> None:
+    value, reason = _value(_contract(AMOUNT), "amount", "(12.00)")
+    assert value is None
+    assert "amount '(12.00)' is an accounting negative: set csv.accounting_negatives: true" in reason
+
+    reads_them = _contract(AMOUNT, csv={"accounting_negatives": True})
+    assert _value(reads_them, "amount", "(12.00)") == (Decimal("-12.00"), None)
+    assert _value(reads_them, "amount", "($1,234.50)") == (Decimal("-1234.50"), None)
+    # Still one sign only: a negative in parentheses is not read twice.
+    assert _value(reads_them, "amount", "(-12.00)")[0] is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1 234,50", Decimal("1234.50")), ("1.234,50", Decimal("1234.50")), (",5", Decimal("0.50"))],
+)
+def test_a_comma_decimal_contract_reads_european_spellings(raw: str, expected: Decimal) -> None:
+    contract = _contract(AMOUNT, csv={"delimiter": ";", "decimal_separator": ","})
+    assert _value(contract, "amount", raw) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("1e3", "amount '1e3' is in scientific notation"),
+        ("1,5", "amount '1,5' is not a number (the contract's decimal separator is '.', not ',')"),
+        ("1,23,456.00", "amount '1,23,456.00' is not a number"),
+    ],
+)
+def test_spellings_with_two_readings_are_rejected_with_what_to_do(raw: str, reason: str) -> None:
+    value, got = _value(_contract(AMOUNT), "amount", raw)
+    assert value is None
+    assert reason in got
+
+
 # --- boolean -------------------------------------------------------------------------------
 
 FLAG = _contract(
