@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Ports: LOCAL_PG_PORT, LOCAL_S3_PORT, LOCAL_SMTP_PORT, LOCAL_AIRFLOW_PORT (see local_stack/config.py).
+# Ports: LOCAL_PG_PORT, LOCAL_S3_PORT, LOCAL_SMTP_PORT, LOCAL_AIRFLOW_PORT; state: LOCAL_STATE_DIR (.local)
+# (see local_stack/config.py).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -95,4 +96,4 @@ format: venv
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
 
 clean: down
-	rm -rf .local
+	rm -rf $${LOCAL_STATE_DIR:-.local}

@@ -1,6 +1,7 @@
 """Local stack layout and ports: the one place their defaults live.
 
-Override any port with an environment variable (`LOCAL_PG_PORT=6543 make up`).
+Override any port with an environment variable (`LOCAL_PG_PORT=6543 make up`), and the state
+folder with LOCAL_STATE_DIR (two stacks side by side need both).
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".local"
+
+
+def state_dir() -> Path:
+    """Where the local stack keeps its state: `.local/`, or the folder LOCAL_STATE_DIR names."""
+    return Path(os.environ.get("LOCAL_STATE_DIR") or DEFAULT_STATE_DIR).resolve()
 
 WAREHOUSE_DB = "warehouse"
 AIRFLOW_DB = "airflow"

@@ -16,12 +16,21 @@ from local_stack import postgres
 from local_stack.config import BUCKETS
 
 
-def _ledger_rows(conn: psycopg.Connection, ledger: str, prefix: str, days: list[str]) -> list[tuple[Any, ...]]:
+def _ledger_rows(
+    conn: psycopg.Connection, ledger: str, table: str, prefix: str, days: list[str]
+) -> list[tuple[Any, ...]]:
+    """The newest version of each raw key of the days, with the rows the table holds from it now."""
     return conn.execute(
         sql.SQL(
-            "SELECT source_key, status, rows_read, rows_loaded, rows_rejected, rows_duplicate, reason, "
-            "reinterpreted::text FROM {} WHERE source_key LIKE ANY(%s) AND status <> 'superseded' ORDER BY source_key"
-        ).format(table_ident(ledger)),
+            """
+            SELECT l.source_key, l.status, l.rows_read, l.rows_loaded, l.rows_rejected, l.rows_duplicate,
+                   CASE WHEN l.status = 'loaded' THEN coalesce(t.live, 0) ELSE 0 END, l.reason, l.reinterpreted::text
+            FROM (SELECT DISTINCT ON (source_key) * FROM {ledger}
+                  WHERE source_key LIKE ANY(%s) ORDER BY source_key, last_modified DESC, first_seen_at DESC) l
+            LEFT JOIN (SELECT source_key, count(*) AS live FROM {table} GROUP BY 1) t USING (source_key)
+            ORDER BY l.source_key
+            """
+        ).format(ledger=table_ident(ledger), table=table_ident(table)),
         ([f"{prefix}/dt={d}/%" for d in days],),
     ).fetchall()
 
@@ -36,22 +45,25 @@ def print_summary(stack: Any, days_by_dataset: dict[str, list[str]], log: Path) 
     with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn:
         for dataset, days in days_by_dataset.items():
             contract = load_contract(dataset)
-            rows = _ledger_rows(conn, contract.ledger_table, f"raw/{dataset}", days)
+            rows = _ledger_rows(conn, contract.ledger_table, contract.table, f"raw/{dataset}", days)
             count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(contract.table))).fetchone()
             files = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(table_ident(contract.ledger_table))
             ).fetchone()
-            print(f"\n{dataset}: per file, from the ledger {contract.ledger_table} (read = loaded + rejected + dups)")
-            print(f"  {'file':60} {'status':10} {'read':>6} {'loaded':>6} {'rejected':>8} {'dups':>5}")
-            for key, status, read, loaded, rejected, dups, reason, reinterpreted in rows:
-                print(f"  {key:60} {status:10} {read:6} {loaded:6} {rejected:8} {dups:5}")
+            print(
+                f"\n{dataset}: per file, from the ledger {contract.ledger_table} (read = loaded + rejected + dups "
+                "when the file was loaded; 'in table': its rows the table holds now, after later files)"
+            )
+            print(f"  {'file':60} {'status':10} {'read':>6} {'loaded':>6} {'rejected':>8} {'dups':>5} {'in table':>8}")
+            for key, status, read, loaded, rejected, dups, live, reason, reinterpreted in rows:
+                print(f"  {key:60} {status:10} {read:6} {loaded:6} {rejected:8} {dups:5} {live:8}")
                 if reason:
                     print(f"      reason: {reason}")
                 if reinterpreted and reinterpreted != "{}":
                     print(f"      reinterpreted: {reinterpreted}")
             if rows:
-                t = [sum(r[i] for r in rows) for i in range(2, 6)]
-                print(f"  {'total':60} {'':10} {t[0]:6} {t[1]:6} {t[2]:8} {t[3]:5}")
+                t = [sum(r[i] for r in rows) for i in range(2, 7)]
+                print(f"  {'total':60} {'':10} {t[0]:6} {t[1]:6} {t[2]:8} {t[3]:5} {t[4]:8}")
             print(
                 f"  Table {contract.table} has {count[0]} rows; {contract.ledger_table} has {files[0]} file versions."
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from local_stack import airflow, mailbox, postgres, processes, s3, sample_customers, sample_orders
-from local_stack.config import BUCKETS, DEFAULT_STATE_DIR, Ports, StackPaths, datasets, raw_prefix
+from local_stack.config import BUCKETS, Ports, StackPaths, datasets, raw_prefix, state_dir
 
 SAMPLE_DAYS = [date(2026, 11, 24) + timedelta(days=i) for i in range(3)]
 # The demo's sample data per dataset: {day: {file name: bytes}}.
@@ -26,8 +27,8 @@ def dag_id(dataset: str) -> str:
 class LocalStack:
     """The embedded servers of one state folder, on one set of ports."""
 
-    def __init__(self, root: Path = DEFAULT_STATE_DIR, ports: Ports | None = None) -> None:
-        self.paths = StackPaths(root)
+    def __init__(self, root: Path | None = None, ports: Ports | None = None) -> None:
+        self.paths = StackPaths(root or state_dir())
         self.ports = ports or Ports.from_env()
 
     @property
@@ -60,12 +61,20 @@ class LocalStack:
     def s3(self) -> Any:
         return s3.client(self.ports.s3)
 
-    def seed(self, files: dict[str, dict[str, bytes]], dataset: str = "orders") -> list[str]:
-        """Upload {day: {name: bytes}} to a dataset's raw zone; returns the keys."""
+    def seed(
+        self, files: dict[str, dict[str, bytes]], dataset: str = "orders", skip_unchanged: bool = False
+    ) -> list[str]:
+        """Upload {day: {name: bytes}} to a dataset's raw zone; returns the keys uploaded.
+
+        Every upload is a new object version, which the pipeline loads in place of the previous one
+        (even with the same bytes). `skip_unchanged` leaves an object that already holds the bytes alone.
+        """
         client, keys = self.s3(), []
         for day, named in files.items():
             for name, body in sorted(named.items()):
                 key = f"{raw_prefix(dataset)}/dt={day}/{name}"
+                if skip_unchanged and _holds(client, key, body):
+                    continue
                 client.put_object(Bucket=BUCKETS[0], Key=key, Body=body)
                 keys.append(key)
         return keys
@@ -77,6 +86,17 @@ class LocalStack:
         with log.open("a") as fh:
             fh.write(result.stdout + result.stderr)
         return result.returncode
+
+
+def _holds(client: Any, key: str, body: bytes) -> bool:
+    """Whether the raw object exists with exactly these bytes (single-part ETag = MD5)."""
+    try:
+        head = client.head_object(Bucket=BUCKETS[0], Key=key)
+    except client.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return head["ETag"].strip('"') == hashlib.md5(body, usedforsecurity=False).hexdigest()
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -134,8 +154,12 @@ def _demo(args: argparse.Namespace) -> int:
     print("Starting the local stack (PostgreSQL, S3, SMTP) and migrating Airflow's metadata DB ...")
     stack.start()
     for dataset, files in batches.items():
-        keys = stack.seed(files, dataset)
-        print(f"Seeded {len(keys)} raw CSV files into s3://{BUCKETS[0]}/{raw_prefix(dataset)}/ for {', '.join(files)}")
+        keys = stack.seed(files, dataset, skip_unchanged=True)
+        unchanged = sum(len(named) for named in files.values()) - len(keys)
+        print(
+            f"Seeded {len(keys)} raw CSV files into s3://{BUCKETS[0]}/{raw_prefix(dataset)}/ for {', '.join(files)}"
+            + (f" ({unchanged} already there, unchanged)" if unchanged else "")
+        )
     log = stack.paths.logs / "demo-dag-runs.log"
     failed = []
     for dataset, files in batches.items():

@@ -1,0 +1,102 @@
+"""`make demo` as a user runs it: its own stack (own state folder and ports), twice.
+
+The first run loads the sample data of every dataset and prints the reconciliation; the second
+run finds every file already there and in the ledger, and leaves the tables as they were.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from local_stack import postgres
+from local_stack.config import PROJECT_ROOT
+from tests.conftest import _free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def demo_env() -> Iterator[dict[str, str]]:
+    # (Not under pytest's tmp folder: PostgreSQL runs as its own user when we are root, and needs to reach it.)
+    state = Path(tempfile.mkdtemp(prefix="orders-etl-demo-"))
+    os.chmod(state, 0o755)
+    # A user's shell: none of the test session's Airflow, AWS or stack settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "LOCAL_", "ETL_"))}
+    ports = {f"LOCAL_{name}_PORT": _free_port() for name in ("PG", "S3", "SMTP", "AIRFLOW")}
+    env.update({k: str(v) for k, v in ports.items()}, LOCAL_STATE_DIR=str(state), PYTHONPATH=str(PROJECT_ROOT))
+    yield env
+    subprocess.run([sys.executable, "-m", "local_stack", "down"], env=env, cwd=PROJECT_ROOT, check=False)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _demo(env: dict[str, str]) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "local_stack", "demo"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout
+
+
+def _tables(env: dict[str, str]) -> dict[str, tuple[int, str]]:
+    dsn = postgres.dsn(int(env["LOCAL_PG_PORT"]))
+    with psycopg.connect(dsn) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY 1)) FROM {table} t").fetchone()
+            for table in ("analytics.orders", "analytics.customers")
+        }
+
+
+def _total(out: str, dataset: str) -> list[int]:
+    section = out.split(f"\n{dataset}: per file", 1)[1]
+    return [int(n) for n in re.search(r"\n  total\s+([\d ]+)\n", section).group(1).split()]
+
+
+def test_make_demo_loads_every_dataset_then_a_second_run_changes_nothing(demo_env: dict[str, str]) -> None:
+    first = _demo(demo_env)
+    assert "DAG orders_pipeline for dt=2026-11-24: ok" in first
+    assert "DAG customers_pipeline for dt=2026-11-26: ok" in first
+    # Per dataset: read, loaded, rejected, duplicates (at load), rows in the table now.
+    assert _total(first, "orders") == [1862, 1720, 101, 41, 1720]
+    read, loaded, rejected, dups, live = _total(first, "customers")
+    assert read == loaded + rejected + dups
+    assert "reason: missing required column(s): region" in first
+    tables = _tables(demo_env)
+    assert tables["analytics.orders"][0] == 1720
+    assert tables["analytics.customers"][0] == live
+    mailbox = Path(demo_env["LOCAL_STATE_DIR"]) / "mailbox"
+    assert len(list(mailbox.glob("*.eml"))) == 6
+
+    second = _demo(demo_env)
+    assert "Seeded 0 raw CSV files into s3://raw/raw/orders/" in second
+    assert "(10 already there, unchanged)" in second
+    assert _total(second, "orders") == [1862, 1720, 101, 41, 1720]
+    assert _tables(demo_env) == tables
+    assert "orders_file_ledger has 10 file versions" in second
+
+
+def test_the_stack_it_started_stops(demo_env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "local_stack", "down"], env=demo_env, cwd=PROJECT_ROOT, check=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "local_stack", "status"], env=demo_env, cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+    assert re.findall(r"^(\w+)\s+(up|down)", status.stdout, re.M) == [
+        ("postgres", "down"),
+        ("s3", "down"),
+        ("smtp", "down"),
+        ("airflow", "down"),
+    ]
