@@ -183,6 +183,19 @@ def test_a_date_column_never_drops_a_time_of_day_silently() -> None:
     )
 
 
+def test_a_day_and_month_that_two_of_the_formats_read_differently_are_rejected_not_guessed() -> None:
+    both = _contract({"d": {"type": "date", "formats": ["%m/%d/%Y", "%d/%m/%Y"], "on_blank": None}})
+    value, reason = _value(both, "d", "03/05/2026")
+    assert value is None
+    assert "d '03/05/2026' reads as different dates in the contract's formats (%m/%d/%Y, %d/%m/%Y)" in reason
+    assert _value(both, "d", "13/05/2026") == (date(2026, 5, 13), None)  # only day-first reads it
+    assert _value(both, "d", "05/05/2026") == (date(2026, 5, 5), None)  # both read the same day
+
+    stamps = _contract({"t": {"type": "timestamp", "formats": ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"], "on_blank": None}})
+    assert "reads as different dates" in _value(stamps, "t", "03/05/2026 10:00")[1]
+    assert _value(stamps, "t", "25/12/2026 10:00") == (datetime(2026, 12, 25, 10, tzinfo=UTC), None)
+
+
 # --- timestamps in a source time zone ----------------------------------------------------------
 
 BERLIN = _contract(
