@@ -17,6 +17,7 @@ help:
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
 	@echo "make bench  - the pipeline against bare COPY, to_sql, insert_rows and dlt (ROWS=2000000)"
+	@echo "make lint   - ruff and mypy"
 	@echo "make infra-synth / infra-check - the AWS stack's CloudFormation template; cfn-lint and checkov on it"
 
 # requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
@@ -90,7 +91,7 @@ bench: venv $(DLT_VENV)/.installed
 		$(if $(REPEATS),--repeats $(REPEATS)) $(BENCH_ARGS)
 
 lint: venv
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
 format: venv
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -18,6 +18,7 @@ def state_dir() -> Path:
     """Where the local stack keeps its state: `.local/`, or the folder LOCAL_STATE_DIR names."""
     return Path(os.environ.get("LOCAL_STATE_DIR") or DEFAULT_STATE_DIR).resolve()
 
+
 WAREHOUSE_DB = "warehouse"
 AIRFLOW_DB = "airflow"
 DB_USER = "etl"

@@ -32,7 +32,7 @@ def find_bin_dir() -> Path:
         if (Path(c) / "initdb").exists() and (Path(c) / "postgres").exists():
             return Path(c)
     try:
-        import pgserver  # type: ignore[import-untyped]
+        import pgserver
     except ImportError:
         raise StackError("no PostgreSQL binaries found: install PostgreSQL or `pip install pgserver`") from None
     return Path(pgserver.__file__).parent / "pginstall" / "bin"

@@ -35,6 +35,11 @@ def _ledger_rows(
     ).fetchall()
 
 
+def _count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(table))).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
@@ -46,10 +51,8 @@ def print_summary(stack: Any, days_by_dataset: dict[str, list[str]], log: Path) 
         for dataset, days in days_by_dataset.items():
             contract = load_contract(dataset)
             rows = _ledger_rows(conn, contract.ledger_table, contract.table, f"raw/{dataset}", days)
-            count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(contract.table))).fetchone()
-            files = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(table_ident(contract.ledger_table))
-            ).fetchone()
+            count = _count(conn, contract.table)
+            files = _count(conn, contract.ledger_table)
             print(
                 f"\n{dataset}: per file, from the ledger {contract.ledger_table} (read = loaded + rejected + dups "
                 "when the file was loaded; 'in table': its rows the table holds now, after later files)"
@@ -64,9 +67,7 @@ def print_summary(stack: Any, days_by_dataset: dict[str, list[str]], log: Path) 
             if rows:
                 t = [sum(r[i] for r in rows) for i in range(2, 7)]
                 print(f"  {'total':60} {'':10} {t[0]:6} {t[1]:6} {t[2]:8} {t[3]:5} {t[4]:8}")
-            print(
-                f"  Table {contract.table} has {count[0]} rows; {contract.ledger_table} has {files[0]} file versions."
-            )
+            print(f"  Table {contract.table} has {count} rows; {contract.ledger_table} has {files} file versions.")
             bucket = BUCKETS[1]
             for zone in ("processed", "rejected"):
                 keys = _keys(client, bucket, f"{zone}/{dataset}/")

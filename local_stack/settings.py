@@ -37,7 +37,7 @@ def _connection(entry: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     extra = entry.get("conn_extra") or {}
     if isinstance(extra, str):
         extra = json.loads(extra)
-    conn = {
+    conn: dict[str, Any] = {
         "conn_type": entry.get("conn_type"),
         "host": entry.get("conn_host"),
         "port": entry.get("conn_port"),

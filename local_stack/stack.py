@@ -8,6 +8,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from local_stack.config import BUCKETS, Ports, StackPaths, datasets, raw_prefix,
 
 SAMPLE_DAYS = [date(2026, 11, 24) + timedelta(days=i) for i in range(3)]
 # The demo's sample data per dataset: {day: {file name: bytes}}.
-SAMPLES = {"orders": sample_orders.generate, "customers": sample_customers.generate}
+SAMPLES: dict[str, Callable[[list[date]], dict[str, dict[str, bytes]]]] = {
+    "orders": sample_orders.generate,
+    "customers": sample_customers.generate,
+}
 
 
 def dag_id(dataset: str) -> str:

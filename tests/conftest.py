@@ -13,7 +13,6 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,12 +40,12 @@ logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[LocalStack]:
+def stack() -> LocalStack:
     """The real local servers, started once for the session."""
     global _started
     _STACK.start()
     _started = True
-    yield _STACK
+    return _STACK  # stopped in pytest_sessionfinish, after every other teardown
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

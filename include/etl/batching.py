@@ -9,17 +9,18 @@ without raising Airflow's limit.
 from __future__ import annotations
 
 import heapq
-from typing import Any
+
+from include.etl.storage import RawFile
 
 
-def group_files(files: list[dict[str, Any]], max_tasks: int) -> list[list[dict[str, Any]]]:
+def group_files(files: list[RawFile], max_tasks: int) -> list[list[RawFile]]:
     """Groups of files (by key order within a group), at most max_tasks of them."""
     if max_tasks < 1:
         raise ValueError("max_tasks must be at least 1")
     if len(files) <= max_tasks:
         return [[f] for f in files]
     heap = [(0, i) for i in range(max_tasks)]
-    groups: list[list[dict[str, Any]]] = [[] for _ in range(max_tasks)]
+    groups: list[list[RawFile]] = [[] for _ in range(max_tasks)]
     # Largest first onto the lightest group (LPT scheduling); ties broken by key for determinism.
     for f in sorted(files, key=lambda f: (-int(f["size"]), f["key"])):
         total, i = heapq.heappop(heap)
@@ -28,7 +29,7 @@ def group_files(files: list[dict[str, Any]], max_tasks: int) -> list[list[dict[s
     return sorted((sorted(g, key=lambda f: f["key"]) for g in groups if g), key=lambda g: g[0]["key"])
 
 
-def group_label(group: list[dict[str, Any]]) -> str:
+def group_label(group: list[RawFile]) -> str:
     """What the UI shows for a mapped task: its file's name, or the first name and a count."""
     name = group[0]["key"].rsplit("/", 1)[-1]
     return name if len(group) == 1 else f"{name} (+{len(group) - 1} more)"

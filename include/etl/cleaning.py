@@ -148,8 +148,8 @@ def clean_batch(
     reasons = [r.reason for r in results.values()] + extra_reasons
     for e in contract.expectations:
         if e.severity == "reject_row" and isinstance(e, ROW_EXPECTATIONS):
-            unmet = _unmet(e, results[e.column].values)  # type: ignore[union-attr]
-            reasons.append(_reason(unmet, _describe(e, "{v}"), results[e.column].values))  # type: ignore[union-attr]
+            unmet = _unmet(e, results[e.column].values)
+            reasons.append(_reason(unmet, _describe(e, "{v}"), results[e.column].values))
 
     bad = np.zeros(n, dtype=bool)
     for r in reasons:
@@ -170,7 +170,7 @@ def clean_batch(
     unmet_counts = []
     for e in file_expectations(contract):
         if isinstance(e, ROW_EXPECTATIONS):
-            values = clean.column(e.column).combine_chunks()  # type: ignore[union-attr]
+            values = clean.column(e.column).combine_chunks()
             evaluated = len(values) if isinstance(e, NotNull) else len(values) - values.null_count
             unmet_counts.append((int(pc.sum(_unmet(e, values)).as_py() or 0), evaluated))
         else:

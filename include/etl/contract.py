@@ -480,6 +480,11 @@ class Contract(_Strict):
         """Columns of the processed data, in table order (before lineage)."""
         return tuple(c.name for c in self.columns) + tuple(d.name for d in self.derived)
 
+    @property
+    def all_columns(self) -> tuple[Column | Derived, ...]:
+        """Read and derived columns, in table order (before lineage)."""
+        return (*self.columns, *self.derived)
+
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 
@@ -606,8 +611,8 @@ def _typed(col: Column, value: Any, what: str) -> Any:
             number = Decimal(str(value))
         except InvalidOperation:
             raise ValueError(f"{what} {value!r} is not a number") from None
-        digits = len(number.as_tuple().digits) - max(0, -int(number.as_tuple().exponent))  # type: ignore[arg-type]
-        places = max(0, -int(number.as_tuple().exponent))  # type: ignore[arg-type]
+        digits = len(number.as_tuple().digits) - max(0, -int(number.as_tuple().exponent))
+        places = max(0, -int(number.as_tuple().exponent))
         if places > col.scale or max(digits, 0) > col.precision - col.scale:  # type: ignore[operator]
             raise ValueError(f"{what} {value} does not fit numeric({col.precision},{col.scale})")
         return number

@@ -27,7 +27,7 @@ import sys
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -331,7 +331,7 @@ def _decode_probe(probe: bytes, encoding: str) -> str:
     return codecs.getincrementaldecoder(encoding)(errors="surrogateescape").decode(probe)
 
 
-def _csv_args(dialect: Dialect, delimiter: str) -> dict[str, object]:
+def _csv_args(dialect: Dialect, delimiter: str) -> dict[str, Any]:
     return {
         "delimiter": delimiter,
         "quotechar": dialect.quote_char,
@@ -451,7 +451,7 @@ class _Reader:
 
     def _raw_records(self, spans: dict[int, int]) -> dict[int, str]:
         """The raw text of records by their first line and line count (one more read of the file's start)."""
-        wanted = {line: [] for line in spans}
+        wanted: dict[int, list[str]] = {line: [] for line in spans}
         last = max(line + span - 1 for line, span in spans.items())
         codec = _codec(self.stream.encoding)
         with self.opener() as raw:
@@ -801,7 +801,7 @@ def _escaped_bytes(raw: bytes | str | None) -> str:
     return raw or ""
 
 
-def _buffered(raw: BinaryIO) -> io.BufferedIOBase:
+def _buffered(raw: BinaryIO) -> BinaryIO:
     """A file object TextIOWrapper can rely on (botocore's streaming body over HTTP is not one)."""
     if isinstance(raw, io.BufferedIOBase):
         return raw

@@ -21,6 +21,7 @@ from include.etl.events import raw_files_asset, table_asset
 from include.etl.notify import on_task_failure
 from include.etl.quality import ONE_ROW, column_checks, table_checks
 from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings
+from include.etl.storage import RawFile
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,21 +70,21 @@ def build_pipeline(contract: Contract) -> Any:
     )
     def pipeline() -> None:
         @task
-        def list_files() -> list[list[dict[str, Any]]]:
+        def list_files() -> list[list[RawFile]]:
             return tasks.list_files(get_current_context(), contract)
 
         @task(map_index_template="{{ file_name }}")
-        def transform(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def transform(files: list[RawFile]) -> list[dict[str, Any]]:
             context = get_current_context()
             context["file_name"] = group_label(files)  # type: ignore[typeddict-unknown-key]
             return tasks.transform(context, contract, files)
 
         @task(trigger_rule="all_done")
-        def load(groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        def load(groups: list[list[RawFile]]) -> dict[str, Any]:
             return tasks.load(get_current_context(), contract, groups)
 
         @task(trigger_rule="all_done")
-        def validation_report(groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        def validation_report(groups: list[list[RawFile]]) -> list[dict[str, Any]]:
             return tasks.validation_report(get_current_context(), contract, groups)
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
@@ -96,7 +97,8 @@ def build_pipeline(contract: Contract) -> Any:
 
         groups = list_files()
         transformed = transform.expand(files=groups)
-        summary, report = load(groups), validation_report(groups)
+        # (TaskFlow passes XComArgs; the tasks receive the values they resolve to.)
+        summary, report = load(groups), validation_report(groups)  # type: ignore[arg-type]
         transformed >> [summary, report]
         checks = [
             SQLTableCheckOperator(
@@ -113,7 +115,7 @@ def build_pipeline(contract: Contract) -> Any:
                 outlets=[table_asset(contract)],
             ),
         ]
-        table_changed(summary) >> checks >> notify(summary, report)
+        table_changed(summary) >> checks >> notify(summary, report)  # type: ignore[arg-type]
 
     return pipeline()
 

@@ -159,7 +159,7 @@ def _widens(old: str, new: str) -> bool:
         return True
     return (
         old in ("integer", "bigint")
-        and bool(b)
+        and b is not None
         and int(b.group(1)) - int(b.group(2)) >= (10 if old == "integer" else 19)
     )
 

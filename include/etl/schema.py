@@ -33,7 +33,7 @@ def arrow_type(column: Column | Derived) -> pa.DataType:
     if column.type == "integer":
         return pa.int64() if column.wide_integer else pa.int32()
     if column.type == "decimal":
-        return pa.decimal128(column.precision, column.scale)  # type: ignore[arg-type]
+        return pa.decimal128(column.precision, column.scale)
     return {
         "text": pa.string(),
         "boolean": pa.bool_(),

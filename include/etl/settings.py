@@ -84,7 +84,7 @@ class DatasetSettings(BaseModel):
     @property
     def put_args(self) -> dict[str, str]:
         """boto3 ExtraArgs for every object the pipeline writes."""
-        args = {"ServerSideEncryption": self.s3_sse} if self.s3_sse else {}
+        args: dict[str, str] = {"ServerSideEncryption": self.s3_sse} if self.s3_sse else {}
         if self.s3_sse == "aws:kms" and self.s3_sse_kms_key_id:
             args["SSEKMSKeyId"] = self.s3_sse_kms_key_id
         return args

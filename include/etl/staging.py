@@ -29,7 +29,7 @@ from psycopg import sql
 try:  # Arrow -> PostgreSQL binary COPY; no wheel for Linux on ARM, where CSV COPY is used.
     import pgpq
 except ImportError:  # pragma: no cover - depends on the platform
-    pgpq = None
+    pgpq = None  # type: ignore[assignment]
 
 from include.etl import storage
 from include.etl.contract import Contract
@@ -79,7 +79,7 @@ def new_stage(cur: Any, contract: Contract) -> Stage:
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, leftover)))
     cur.execute("SELECT pg_current_xact_id()::text")
     name = sql.Identifier(schema, contract.stage_prefix + cur.fetchone()[0])
-    types = {c.name: pg_type(c) for c in (*contract.columns, *contract.derived)}
+    types = {c.name: pg_type(c) for c in contract.all_columns}
     types[SOURCE_KEY], types[SOURCE_LINE], types[SOURCE_MODIFIED] = "text", "bigint", "timestamptz"
     columns = stage_columns(contract)
     ddl = sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(

@@ -26,7 +26,7 @@ from include.etl.load import LoadReport, load_files
 from include.etl.results import FileResult
 from include.etl.runs import partition_day, partitions_to_list
 from include.etl.settings import AWS_CONN_ID, POSTGRES_CONN_ID, SMTP_CONN_ID, DatasetSettings
-from include.etl.storage import RawObject
+from include.etl.storage import RawFile, RawObject
 from include.etl.transform import transform_file
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ LISTING = "listing"  # XCom key of what list_files found besides the file groups
 
 
 @fail_fast
-def list_files(context: Any, contract: Contract) -> list[list[dict[str, Any]]]:
+def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
     """List the run's partitions (and every partition with a file still to load), record what is new.
 
     Returns the file groups for the mapped transform; pushes {"deleted": keys gone from S3,
@@ -168,7 +168,7 @@ def _listing(context: Any) -> dict[str, Any]:
     return context["ti"].xcom_pull(task_ids="list_files", key=LISTING) or {}
 
 
-def transform(context: Any, contract: Contract, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def transform(context: Any, contract: Contract, files: list[RawFile]) -> list[dict[str, Any]]:
     """Transform each file of a group; an error that is not transient is the file's, not the task's."""
     settings = DatasetSettings.from_airflow(contract.dataset)
     ti = context["ti"]
@@ -176,7 +176,7 @@ def transform(context: Any, contract: Contract, files: list[dict[str, Any]]) -> 
     s3 = s3_client()
     results: list[dict[str, Any]] = []
     for f in files:
-        obj = RawObject.from_dict(f)  # type: ignore[arg-type]
+        obj = RawObject.from_dict(f)
         try:
             result = transform_file(s3, obj, contract, settings)
         except Exception as exc:
@@ -188,7 +188,7 @@ def transform(context: Any, contract: Contract, files: list[dict[str, Any]]) -> 
     return results
 
 
-def _transform_results(context: Any, groups: list[list[dict[str, Any]]] | None) -> list[FileResult]:
+def _transform_results(context: Any, groups: list[list[RawFile]] | None) -> list[FileResult]:
     """Every mapped transform's results; the files of a transform that left none are failed."""
     if groups is None:  # list_files failed: nothing was listed, so there is nothing to load
         from airflow.sdk.exceptions import AirflowSkipException
@@ -217,7 +217,7 @@ def _log_url(ti: Any, task_id: str, map_index: int) -> str:
 
 
 @fail_fast
-def load(context: Any, contract: Contract, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+def load(context: Any, contract: Contract, groups: list[list[RawFile]]) -> dict[str, Any]:
     """Merge every file that transformed, and record every file's outcome, in one transaction."""
     settings = DatasetSettings.from_airflow(contract.dataset)
     results = _transform_results(context, groups)
@@ -267,7 +267,7 @@ def table_changed(summary: dict[str, Any]) -> bool:
 
 
 @fail_fast
-def validation_report(context: Any, contract: Contract, groups: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def validation_report(context: Any, contract: Contract, groups: list[list[RawFile]]) -> list[dict[str, Any]]:
     """Run the contract's Great Expectations suite on each processed file and store its report beside it."""
     from include.etl.validation import SuiteValidator, validate_processed
 

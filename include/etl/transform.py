@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -215,7 +216,7 @@ def _newer_output_exists(s3: Any, settings: DatasetSettings, keys: ZoneKeys, obj
     except Exception:  # no object yet (or not readable): nothing newer to protect
         return False
     made_from = meta.get(storage.SOURCE_MODIFIED)
-    return bool(made_from) and made_from > obj.last_modified.isoformat()
+    return made_from is not None and datetime.fromisoformat(made_from) > obj.last_modified
 
 
 def _publish(s3: Any, result: FileResult, settings: DatasetSettings, keys: ZoneKeys, obj: RawObject, tmp: str) -> None:

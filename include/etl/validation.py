@@ -117,6 +117,9 @@ class SuiteValidator:
             if r.success:
                 continue
             config = r.expectation_config
+            if config is None:  # (GX gives every result its configuration; a failure without one still fails)
+                report.success = False
+                continue
             severity = (config.meta or {}).get("severity", "reject_row")
             if severity != "warn":
                 report.success = False

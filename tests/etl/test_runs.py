@@ -31,7 +31,7 @@ def test_partition_day(
 
 @pytest.mark.parametrize("requested", ["2026-13-01", "2026-02-30", "yesterday", "01/02/2026"])
 def test_invalid_requested_day_raises(requested: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Invalid isoformat string|month must be|day is out of range"):
         partition_day(requested, START, AFTER)
 
 

@@ -40,9 +40,9 @@ def _check(checks: dict[str, dict[str, str]]) -> list[str]:
     """Run the checks as the DAG does; the names of the failing ones."""
     from airflow.providers.common.sql.operators.sql import SQLTableCheckOperator
 
-    op = SQLTableCheckOperator(task_id="check", conn_id="warehouse", table=ONE_ROW, checks=checks)
+    check = SQLTableCheckOperator(task_id="check", conn_id="warehouse", table=ONE_ROW, checks=checks)
     try:
-        op.execute(context={})
+        check.execute(context={})
     except Exception:
         return sorted(name for name, check in checks.items() if not check.get("success"))
     return []
