@@ -6,15 +6,14 @@ Every contract file in `include/contracts/` (`orders.yml`, `customers.yml`, ...)
 version. Adding a dataset is adding a contract file (see the README, "Add a dataset"). The DAG's
 shape is in `include/etl/dag_factory.py`, its tasks in `include/etl/tasks.py`.
 
-A contract that does not validate is an import error of this file, naming the contract file,
-the key and the problem.
+A contract that does not validate gets no DAG, and the others are built all the same: its file,
+key and problem are an import error of `dags/contract_errors.py`.
 """
 
 from __future__ import annotations
 
-from include.etl.contract import contract_paths, load_contract
-from include.etl.dag_factory import build_pipeline
+from include.etl.dag_factory import build_pipeline, dag_id, valid_contracts
 
-for path in contract_paths():
-    contract = load_contract(path)
-    globals()[f"{contract.dataset}_pipeline"] = build_pipeline(contract)
+contracts, _ = valid_contracts()
+for contract in contracts:
+    globals()[dag_id(contract.dataset)] = build_pipeline(contract)

@@ -17,7 +17,7 @@ _DATASET = re.compile(r"[a-z][a-z0-9_]*")
 
 def datasets(contracts: Path = CONTRACTS) -> list[str]:
     """Dataset names, one per contract file, sorted."""
-    names = sorted(p.stem for p in contracts.glob("*.yml"))
+    names = sorted({p.stem for p in contracts.glob("*") if p.suffix in (".yml", ".yaml")})
     bad = [n for n in names if not _DATASET.fullmatch(n)]
     if bad:
         raise ValueError(f"contract names must be lower_snake_case (they name queues and variables): {bad}")

@@ -28,7 +28,9 @@ REGION = "us-east-1"
 
 def datasets() -> list[str]:
     """The datasets of the project: one per contract file in include/contracts/."""
-    return [p.stem for p in sorted((PROJECT_ROOT / "include" / "contracts").glob("*.yml"))]
+    from include.etl.contract import contract_paths
+
+    return sorted({p.stem for p in contract_paths(PROJECT_ROOT / "include" / "contracts")})
 
 
 def raw_prefix(dataset: str) -> str:

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.etl.contract import (
+    INVISIBLE,
     ROW_EXPECTATIONS,
     Between,
     Column,
@@ -65,16 +66,14 @@ _SCIENTIFIC = r"^[+-]?(\d+[.,]?\d*|[.,]\d+)[eE][+-]?\d+$"
 # Thousands separators per decimal separator (in groups of three only): ',' and '.' the one that is not
 # the decimal separator, an apostrophe (Swiss), and spaces: plain, no-break, narrow no-break, figure.
 _THOUSANDS = {".": (",", "'", " ", "\u00a0", "\u202f", "\u2007"), ",": (".", "'", " ", "\u00a0", "\u202f", "\u2007")}
-# Characters a person cannot see: zero-width space, word joiner, BOM, soft hyphen, direction marks and
-# embeddings. (Zero-width joiners are left alone: emoji and some scripts need them.)
-INVISIBLE = "[\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 # Spaces that are not U+0020 but mean a space in text: no-break, narrow no-break, figure, ideographic...
 _UNICODE_SPACE = "[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]"
 # pandas' ISO8601 parser also takes "2026" or "20260102"; a timestamp must at least spell out a date.
 _ISO_DATE_PREFIX = r"^\d{4}-\d{1,2}-\d{1,2}"
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
-# An explicit offset or Z at the end of a timestamp: the value names its own instant.
-_OFFSET = r"(Z|z|[+-]\d{2}(:?\d{2})?)$"
+# An explicit offset or Z after the time of day: the value names its own instant. (After a time only: the
+# "-15" ending "2026-01-15" is the day, not an offset.)
+_OFFSET = r"\d:\d{2}(:\d{2}([.,]\d+)?)?\s?(Z|z|[+-]\d{2}(:?\d{2})?)$"
 # Characters of a value a reason shows (longer values: their start and their length).
 _SHOWN_CHARS = 120
 # PostgreSQL's btree indexes hold at most ~2700 bytes per entry: a longer key cannot be stored.
@@ -298,8 +297,16 @@ def describe_expectation(e: Any) -> str:
     for name in ("min_value", "max_value", "value_set", "regex"):
         value = getattr(e, name, None)
         if value is not None:
-            parts.append(f"{name.removesuffix('_value')}={value!r}" if name != "value_set" else f"in {list(value)}")
+            shown = f"[{', '.join(map(_shown, value))}]" if name == "value_set" else _shown(value)
+            parts.append(f"{name.removesuffix('_value')}={shown}" if name != "value_set" else f"in {shown}")
     return " ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """A contract value as the contract spells it: text quoted, numbers plain, times in ISO 8601."""
+    if isinstance(value, str):
+        return repr(value)
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 def _bound(word: str, value: Any) -> str:
@@ -470,6 +477,11 @@ def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.
         if pc.any(grouped).as_py():
             text = pc.if_else(grouped, pc.replace_substring(text, sep, ""), text)
     if decimal == ",":
+        # A "." left (not thousands in groups of three): "1.5" is not read as 1.5 under a "," contract.
+        stray = pc.match_substring(text, ".").fill_null(False)
+        if pc.any(stray).as_py():
+            message = f"{col.name} '{{v}}' is not a number (the contract's decimal separator is ',', not '.')"
+            reason = _first_reason(reason, _reason(stray, message, present))
         text = pc.replace_substring(text, ",", ".")
     scientific = pc.match_substring_regex(present, _SCIENTIFIC).fill_null(False)
     if pc.any(scientific).as_py():

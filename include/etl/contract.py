@@ -43,10 +43,16 @@ INT64 = (-(2**63), 2**63 - 1)
 # transform parses years 1..9999 only).
 MAX_NUMERIC_PRECISION = 38
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+# The merge's working columns (etl_is_new, etl_wins...) are named so; a contract's columns are not.
+RESERVED_PREFIX = "etl_"
 # `schema.table` or `table`: any names PostgreSQL can quote (up to 63 characters), but no dot or quote inside.
 _QUALIFIED = re.compile(r'^[^."\x00]{1,63}(\.[^."\x00]{1,63})?$')
 _WHITESPACE = re.compile(r"\s+")
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+# Characters a person cannot see: zero-width space, word joiner, BOM, soft hyphen, direction marks,
+# embeddings and isolates. (Zero-width joiners are left alone: emoji and some scripts need them.)
+# Ignored in headers (and noted); a value holding one is rejected with a reason that shows it.
+INVISIBLE = "[\u00ad\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+_INVISIBLE = re.compile(INVISIBLE)
 _BOOL_TRUE = ("true", "t", "yes", "y", "1")
 _BOOL_FALSE = ("false", "f", "no", "n", "0")
 
@@ -111,7 +117,7 @@ class CsvDialect(_Strict):
 
     @model_validator(mode="after")
     def _distinct(self) -> CsvDialect:
-        if self.delimiter == self.quote_char or self.delimiter == self.escape_char:
+        if len({self.delimiter, self.quote_char, self.escape_char} - {None}) < 2 + (self.escape_char is not None):
             raise ValueError("delimiter, quote_char and escape_char must differ")
         if self.delimiter == self.decimal_separator:
             raise ValueError(f"the delimiter {self.delimiter!r} cannot also be the decimal separator")
@@ -173,8 +179,19 @@ class Column(_Strict):
 
     @property
     def fill(self) -> Any:
-        """The value stored for a blank (typed), or None."""
+        """The value stored for a blank as the contract spells it, or None."""
         return None if self.rejects_blank else self.on_blank
+
+    @property
+    def bounds(self) -> tuple[Any, Any]:
+        """`min` and `max` as Python values of the column's type (naive times in the column's zone), or None."""
+        return _typed(self, self.min, "min"), _typed(self, self.max, "max")
+
+    @property
+    def fill_value(self) -> Any:
+        """The value stored for a blank as a Python value of the column's type (Decimal, date, aware
+        datetime...), or None."""
+        return _typed(self, self.fill, "on_blank")
 
     @property
     def wide_integer(self) -> bool:
@@ -189,6 +206,7 @@ class Column(_Strict):
 
     @property
     def zone(self) -> str:
+        """The zone of naive values (a contract sets it to the dataset's when the column names none)."""
         return self.timezone or "UTC"
 
     @field_validator("timezone")
@@ -235,6 +253,10 @@ class Derived(_Strict):
     @property
     def wide_integer(self) -> bool:
         return True
+
+    @property
+    def zone(self) -> str:
+        return self.timezone or "UTC"
 
     @property
     def rejects_blank(self) -> bool:
@@ -403,6 +425,10 @@ class Contract(_Strict):
         for name in all_names:
             if not _NAME.match(name):
                 raise ValueError(f"column name {name!r} must be a lower-case identifier")
+            if len(name) > 63:  # PostgreSQL would cut it to 63 characters
+                raise ValueError(f"column name {name!r} is longer than PostgreSQL's 63 characters")
+            if name.startswith(RESERVED_PREFIX):
+                raise ValueError(f"column name {name!r}: names starting with {RESERVED_PREFIX!r} are the load's own")
         clash = set(all_names) & set(LINEAGE_COLUMNS)
         if clash:
             raise ValueError(f"column(s) {sorted(clash)} clash with the lineage columns the load adds")
@@ -437,10 +463,21 @@ class Contract(_Strict):
                 )
         for d in self.derived:
             _check_derived(d, by_name)
+        # Naive timestamps of a column without its own zone are in the dataset's: resolved once here, so the
+        # transform, fill values, bounds, expectations and the table checks all read them in the same zone.
+        columns = tuple(
+            c.model_copy(update={"timezone": self.timezone}) if c.type == "timestamp" and c.timezone is None else c
+            for c in self.columns
+        )
+        object.__setattr__(self, "columns", columns)
+        targets: dict[str, Column | Derived] = {**{c.name: c for c in columns}, **{d.name: d for d in self.derived}}
+        typed = []
         for e in self.expectations:
             column = getattr(e, "column", None)
-            if column is not None and column not in all_names:
+            if column is not None and column not in targets:
                 raise ValueError(f"expectation {e.expectation} refers to unknown column {column!r}")
+            typed.append(_typed_expectation(e, targets[column]) if column is not None else e)
+        object.__setattr__(self, "expectations", tuple(typed))
         return self
 
     # --- what the rest of the engine reads ---
@@ -592,12 +629,14 @@ def _check_type_options(col: Column) -> None:
             raise ValueError(f"on_blank fill value: {exc}") from None
 
 
-def _typed(col: Column, value: Any, what: str) -> Any:
+def _typed(col: Column | Derived, value: Any, what: str) -> Any:
     """A bound or fill value as the column's type; ValueError if it does not fit the column."""
+    if value is None:
+        return None
     if col.type == "text":
         if not isinstance(value, str):
             raise ValueError(f"{what} {value!r} must be text")
-        if col.allowed and value not in col.allowed:
+        if isinstance(col, Column) and col.allowed and value not in col.allowed:
             raise ValueError(f"{what} {value!r} is not one of the allowed values")
         return value
     if col.type == "integer":
@@ -632,6 +671,41 @@ def _typed(col: Column, value: Any, what: str) -> Any:
     return moment.replace(tzinfo=ZoneInfo(col.zone)) if moment.tzinfo is None else moment
 
 
+_TEMPORAL = ("date", "timestamp")
+
+
+def _typed_expectation(e: Any, col: Column | Derived) -> Any:
+    """The expectation with its bounds and values as the column's type; ValueError if it cannot apply to it
+    (found here, at parse time, rather than as a failing transform on every file)."""
+    what = f"expectation {e.expectation} on {col.name}"
+    if isinstance(e, Between):
+        if col.type not in ("integer", "decimal", *_TEMPORAL):
+            raise ValueError(f"{what}: bounds apply to numbers, dates and timestamps, not {col.type}")
+        bounds = {b: _typed(col, getattr(e, b), f"{what}: {b}") for b in ("min_value", "max_value")}
+        if None not in bounds.values() and bounds["min_value"] > bounds["max_value"]:
+            raise ValueError(f"{what}: min_value is larger than max_value")
+        return e.model_copy(update={b: v for b, v in bounds.items() if v is not None})
+    if isinstance(e, InSet | NotInSet):
+        return e.model_copy(update={"value_set": tuple(_typed(col, v, f"{what}: value") for v in e.value_set)})
+    if isinstance(e, MatchRegex | LengthBetween) and col.type != "text":
+        raise ValueError(f"{what}: applies to text columns, not {col.type}")
+    if isinstance(e, MatchRegex):
+        _check_re2(e.regex, what)
+    return e
+
+
+def _check_re2(pattern: str, what: str) -> None:
+    """The transform matches with RE2 (pyarrow), which has no look-around or backreferences."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        pc.match_substring_regex(pa.array([""], pa.string()), pattern)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        problem = f"{what}: regex {pattern!r} is not RE2 syntax (no look-around, no backreferences)"
+        raise ValueError(f"{problem}: {exc}") from None
+
+
 def _check_derived(d: Derived, columns: dict[str, Column]) -> None:
     if d.source is not None:
         if d.source not in columns:
@@ -641,6 +715,14 @@ def _check_derived(d: Derived, columns: dict[str, Column]) -> None:
             raise ValueError(f"derived date {d.name!r} needs a timestamp or date column, not {source.type}")
         if d.type not in ("date", source.type):
             raise ValueError(f"derived column {d.name!r} of type {d.type} cannot be taken from a {source.type}")
+        if d.type == "decimal" and (
+            d.scale < (source.scale or 0)  # type: ignore[operator]
+            or d.precision - d.scale < (source.precision or 0) - (source.scale or 0)  # type: ignore[operator]
+        ):
+            raise ValueError(
+                f"derived column {d.name!r}: numeric({d.precision},{d.scale}) cannot hold every value of "
+                f"{d.source!r}, numeric({source.precision},{source.scale})"
+            )
         return
     scale = 0
     for ref in d.product_of:
@@ -669,11 +751,15 @@ def parse_contract(doc: Any, source: str = "<contract>") -> Contract:
     return contract
 
 
+CONTRACT_SUFFIXES = (".yml", ".yaml")
+
+
 def load_contract(name_or_path: str | Path) -> Contract:
     """Load a contract by dataset name (from include/contracts/) or by file path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = contracts_dir() / f"{name_or_path}.yml"
+        candidates = [contracts_dir() / f"{name_or_path}{suffix}" for suffix in CONTRACT_SUFFIXES]
+        path = next((p for p in candidates if p.exists()), candidates[0])
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -685,8 +771,9 @@ def load_contract(name_or_path: str | Path) -> Contract:
 
 
 def contract_paths(directory: Path | None = None) -> list[Path]:
-    """Every contract file of a folder (default: contracts_dir()), by name: one dataset each."""
-    return sorted((directory or contracts_dir()).glob("*.yml"))
+    """Every contract file (`*.yml`, `*.yaml`) of a folder (default: contracts_dir()), by name: one dataset each."""
+    folder = directory or contracts_dir()
+    return sorted(p for p in folder.glob("*") if p.suffix in CONTRACT_SUFFIXES and p.is_file())
 
 
 def _explain(exc: ValidationError, source: str, doc: Any) -> str:

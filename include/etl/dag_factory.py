@@ -12,15 +12,16 @@ The DAG only wires tasks; their bodies are in `tasks.py`, the rules in the contr
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from include.etl import tasks
 from include.etl.batching import group_label
-from include.etl.contract import Contract
+from include.etl.contract import Contract, ContractError, contract_paths, load_contract
 from include.etl.events import raw_files_asset, table_asset
 from include.etl.notify import on_task_failure
 from include.etl.quality import ONE_ROW, column_checks, table_checks
-from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings
+from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings, SettingsError
 from include.etl.storage import RawFile
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -28,6 +29,30 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 def dag_id(dataset: str) -> str:
     return f"{dataset}_pipeline"
+
+
+def valid_contracts() -> tuple[list[Contract], list[str]]:
+    """The contracts that can become a DAG, and what is wrong with the others (file, key, problem).
+
+    One broken contract must not take the other datasets' DAGs down: `dags/pipelines.py` builds the
+    valid ones, `dags/contract_errors.py` turns the problems into Airflow import errors.
+    """
+    contracts: list[Contract] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in contract_paths():
+        if path.stem in seen:
+            problems.append(f"{path}: dataset {path.stem!r} already has a contract file, {seen[path.stem].name}")
+            continue
+        seen[path.stem] = path
+        try:
+            contract = load_contract(path)
+            DatasetSettings.from_environment(contract.dataset)  # the settings the DAG's shape is built from
+        except (ContractError, SettingsError) as exc:
+            problems.append(str(exc))
+            continue
+        contracts.append(contract)
+    return contracts, problems
 
 
 def build_pipeline(contract: Contract) -> Any:

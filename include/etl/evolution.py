@@ -1,13 +1,16 @@
 """Schema evolution: the contract's columns applied to the table before a load writes anything.
 
 In the spirit of dlt's schema contracts. With `schema_evolution: evolve` (the default),
-additive changes are applied by the load and reported: a new column (added nullable, so the
-rows already loaded keep theirs as NULL), a wider type (integer -> bigint, more digits in a
-numeric without fewer decimals), a NOT NULL column the contract now allows to be blank, and a
-column the contract no longer has (kept, NULL in new rows). Changes that would lose or
-reinterpret data already loaded (a narrower type or scale, another type, a nullable column
-made NOT NULL, another key) stop the load with SchemaEvolutionError before anything is
-written; `freeze` stops it on any difference. The README gives the migration path.
+additive changes are applied by the load and reported: a new column (nullable: the rows loaded
+before hold NULL; with a fill value: they hold the fill value, as a file without the column
+would give; NOT NULL without one: only on an empty table), a wider type (integer -> bigint,
+more digits in a numeric without fewer decimals), a NOT NULL column the contract now lets be
+blank, a column the contract now makes NOT NULL where no loaded row holds NULL, and a column the
+contract no longer has (kept, NULL in new rows). A table type wider than the contract's (bigint
+where bounds now fit integer) is kept. Changes that would lose or reinterpret data already
+loaded (a narrower scale, another type, NOT NULL over NULLs, another key) stop the load with
+SchemaEvolutionError before anything is written; `freeze` stops it on any difference. The
+README ("Changing a contract") gives the migration path.
 """
 
 from __future__ import annotations
@@ -84,8 +87,10 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
     if current is None:
         return []
     wanted = table_columns(contract)
+    fills = {c.name: c.fill_value for c in contract.columns if not c.nullable and not c.rejects_blank}
     problems: list[str] = []
     changes: list[Change] = []
+    kept: list[str] = []  # differences left as they are (a difference all the same under `freeze`)
     ident = table_ident(qualified)
     if key:
         pk = primary_key(cur, qualified)
@@ -94,13 +99,7 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
     for name, kind, notnull in wanted:
         col = sql.Identifier(name)
         if name not in current:
-            changes.append(
-                Change(
-                    qualified,
-                    f"added column {name} {kind}",
-                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(ident, col, sql.SQL(kind)),
-                )
-            )
+            changes.append(_added(cur, qualified, name, kind, notnull, fills, problems))
             continue
         old_kind, old_notnull = current[name]
         if old_kind != kind:
@@ -112,6 +111,8 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
                         sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(ident, col, sql.SQL(kind)),
                     )
                 )
+            elif _widens(kind, old_kind):  # the table's type holds every value the contract's does
+                kept.append(f"column {name} keeps its wider type {old_kind} (the contract's is {kind})")
             else:
                 problems.append(f"column {name} would change from {old_kind} to {kind}, which can change loaded values")
         if old_notnull and not notnull:
@@ -123,7 +124,20 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
                 )
             )
         elif notnull and not old_notnull:
-            problems.append(f"column {name} would become NOT NULL, but loaded rows may hold NULL")
+            nulls = _count(cur, qualified, sql.SQL("{} IS NULL").format(col))
+            if nulls:
+                problems.append(
+                    f"column {name} would become NOT NULL, but {nulls} loaded row(s) hold NULL in it"
+                    + (f" (fill them with {fills[name]!r} first)" if name in fills else "")
+                )
+            else:
+                changes.append(
+                    Change(
+                        qualified,
+                        f"column {name} is now NOT NULL (no loaded row holds NULL in it)",
+                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL").format(ident, col),
+                    )
+                )
     names = {n for n, _, _ in wanted}
     for name, (old_kind, old_notnull) in current.items():
         if name in names:
@@ -136,8 +150,10 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
                     sql.SQL("ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL").format(ident, sql.Identifier(name)),
                 )
             )
-    if contract.schema_evolution == "freeze" and changes:
-        problems += [f"{c.description} (schema_evolution: freeze)" for c in changes]
+        else:
+            kept.append(f"column {name} ({old_kind}) is no longer in the contract: kept, NULL in new rows")
+    if contract.schema_evolution == "freeze":
+        problems += [f"{d} (schema_evolution: freeze)" for d in [c.description for c in changes] + kept]
     if problems:
         raise SchemaEvolutionError(
             f"{qualified} no longer matches the contract of {contract.dataset!r}: "
@@ -146,6 +162,35 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
             "'Changing a contract'), or drop the table and reprocess the files with the new contract."
         )
     return changes
+
+
+def _added(
+    cur: Any, qualified: str, name: str, kind: str, notnull: bool, fills: dict[str, Any], problems: list[str]
+) -> Change:
+    """A new column: nullable; NOT NULL with its fill value in the rows loaded before; or NOT NULL on an
+    empty table. A NOT NULL column without a fill value cannot be added to rows that exist (a problem)."""
+    ident, col = table_ident(qualified), sql.Identifier(name)
+    add = sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(ident, col, sql.SQL(kind))
+    if not notnull:
+        return Change(qualified, f"added column {name} {kind}", add)
+    if name in fills:
+        fill = fills[name]
+        ddl = sql.SQL("{} NOT NULL DEFAULT {}; ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT").format(
+            add, sql.Literal(fill), ident, col
+        )
+        return Change(qualified, f"added column {name} {kind} NOT NULL; rows loaded before hold {fill!r}", ddl)
+    rows = _count(cur, qualified, sql.SQL("true"))
+    if rows:
+        problems.append(
+            f"column {name} is new and may not be blank, but {rows} loaded row(s) have no value for it "
+            "(give it on_blank: a fill value, or null)"
+        )
+    return Change(qualified, f"added column {name} {kind} NOT NULL", sql.SQL("{} NOT NULL").format(add))
+
+
+def _count(cur: Any, qualified: str, condition: sql.Composable) -> int:
+    cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table_ident(qualified), condition))
+    return int(cur.fetchone()[0])
 
 
 def _widens(old: str, new: str) -> bool:

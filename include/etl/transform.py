@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 
 from include.etl import storage
 from include.etl.cleaning import (
-    INVISIBLE,
     clean_batch,
     describe_expectation,
     file_expectations,
@@ -32,7 +31,7 @@ from include.etl.cleaning import (
     visible,
     whole_file_rejected,
 )
-from include.etl.contract import Contract, HeaderMapping, RowCountBetween
+from include.etl.contract import INVISIBLE, Contract, HeaderMapping, RowCountBetween
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
 from include.etl.results import FileResult
 from include.etl.schema import SOURCE_LINE, output_schema, rejected_schema

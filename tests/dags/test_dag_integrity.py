@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
@@ -48,7 +52,7 @@ def test_every_contract_has_its_pipeline_of_the_same_shape(dagbag: DagBag, datas
     assert [o.name for o in dag.task_dict["check_table"].outlets] == [f"warehouse.analytics.{dataset}"]
 
 
-def test_a_broken_contract_is_an_import_error_naming_file_key_and_problem(tmp_path) -> None:
+def test_a_broken_contract_is_an_import_error_and_the_other_datasets_keep_their_dags(tmp_path) -> None:
     import subprocess
     import sys
 
@@ -58,10 +62,20 @@ def test_a_broken_contract_is_an_import_error_naming_file_key_and_problem(tmp_pa
     contracts.mkdir()
     text = (ROOT / "include" / "contracts" / "orders.yml").read_text(encoding="utf-8")
     (contracts / "orders.yml").write_text(text.replace("required: true", "requird: true", 1), encoding="utf-8")
+    # A contract spelled .yaml is a contract too (not silently ignored).
+    shutil.copy(ROOT / "include" / "contracts" / "customers.yml", contracts / "customers.yaml")
     code = (
-        "from airflow.dag_processing.dagbag import DagBag; "
-        f"print(list(DagBag(dag_folder={str(ROOT / 'dags')!r}).import_errors.values()))"
+        "import json; from airflow.dag_processing.dagbag import DagBag; "
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags')!r}); "
+        "print(json.dumps({'dags': sorted(bag.dag_ids), 'errors': {k.rsplit('/', 1)[-1]: v "
+        "for k, v in bag.import_errors.items()}}))"
     )
-    env = {**__import__("os").environ, "ETL_CONTRACTS_DIR": str(contracts)}
+    env = {**os.environ, "ETL_CONTRACTS_DIR": str(contracts)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert "orders.yml: columns.order_id.requird: unknown key 'requird' (did you mean 'required'?)" in out
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["dags"] == ["customers_pipeline"]
+    assert list(found["errors"]) == ["contract_errors.py"]
+    assert (
+        "orders.yml: columns.order_id.requird: unknown key 'requird' (did you mean 'required'?)"
+        in (found["errors"]["contract_errors.py"])
+    )

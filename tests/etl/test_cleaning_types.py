@@ -113,6 +113,15 @@ def test_a_comma_decimal_contract_reads_european_spellings(raw: str, expected: D
     assert _value(contract, "amount", raw) == (expected, None)
 
 
+@pytest.mark.parametrize("raw", ["1.5", "1.50", "12.5", "1,234.50"])
+def test_a_point_under_a_comma_decimal_contract_is_rejected_not_guessed(raw: str) -> None:
+    contract = _contract(AMOUNT, csv={"delimiter": ";", "decimal_separator": ","})
+    value, reason = _value(contract, "amount", raw)
+    assert value is None
+    assert f"amount '{raw}' is not a number (the contract's decimal separator is ',', not '.')" in reason
+    assert _value(contract, "amount", "1.500") == (Decimal("1500.00"), None)  # thousands, in a group of three
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -222,6 +231,9 @@ def _utc(*args: int) -> datetime:
         pytest.param("2026-10-25T02:30:00+02:00", _utc(2026, 10, 25, 0, 30), date(2026, 10, 25), id="offset-first"),
         pytest.param("2026-10-25T02:30:00+01:00", _utc(2026, 10, 25, 1, 30), date(2026, 10, 25), id="offset-second"),
         pytest.param("2026-01-15T22:30:00Z", _utc(2026, 1, 15, 22, 30), date(2026, 1, 15), id="explicit-utc"),
+        # A date alone is local midnight: its "-15" is the day, not an offset of -15 hours.
+        pytest.param("2026-01-15", _utc(2026, 1, 14, 23, 0), date(2026, 1, 15), id="date-only-local-midnight"),
+        pytest.param("2026-07-01", _utc(2026, 6, 30, 22, 0), date(2026, 7, 1), id="date-only-summer"),
     ],
 )
 def test_naive_timestamps_are_in_the_declared_zone_across_daylight_saving(
@@ -238,6 +250,8 @@ def test_22_30_local_and_22_30_with_an_offset_are_different_instants_but_each_is
     assert local[0]["ts"] == _utc(2026, 1, 16, 3, 30)  # 22:30 EST is 03:30 UTC the next day
     offset, _ = _clean(new_york, [{"id": "1", "ts": "2026-01-15T22:30-05:00"}])
     assert offset[0]["ts"] == local[0]["ts"]
+    midnight, _ = _clean(new_york, [{"id": "1", "ts": "2026-01-15"}])
+    assert midnight[0]["ts"] == _utc(2026, 1, 15, 5, 0)  # local midnight, not 2026-01-15 00:00 at UTC-15
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -248,6 +250,14 @@ def _set(*path: str, value: Any):
     return change
 
 
+def _rule(expectation: str, column: str, **options: Any) -> dict[str, Any]:
+    return {"expectation": expectation, "column": column, **options}
+
+
+def _between(column: str, **bounds: Any) -> dict[str, Any]:
+    return _rule("expect_column_values_to_be_between", column, **bounds)
+
+
 def _drop(*path: str):
     def change(doc: dict[str, Any]) -> None:
         target = doc
@@ -432,6 +442,65 @@ def _drop(*path: str):
             "columns.order_ts.type: Field required",
             id="type-missing",
         ),
+        pytest.param(
+            _set("csv", value={"quote_char": "'", "escape_char": "'"}),
+            "delimiter, quote_char and escape_char must differ",
+            id="quote-and-escape-the-same",
+        ),
+        pytest.param(
+            _set("derived", "x" * 64, value={"type": "date", "from": "order_ts"}),
+            "is longer than PostgreSQL's 63 characters",
+            id="column-name-too-long",
+        ),
+        pytest.param(
+            _set("derived", "etl_wins", value={"type": "date", "from": "order_ts"}),
+            "column name 'etl_wins': names starting with 'etl_' are the load's own",
+            id="reserved-column-name",
+        ),
+        pytest.param(
+            _set("derived", "price_copy", value={"type": "decimal", "from": "unit_price", "precision": 12, "scale": 1}),
+            "derived column 'price_copy': numeric(12,1) cannot hold every value of 'unit_price', numeric(12,2)",
+            id="derived-decimal-narrower-than-its-source",
+        ),
+        pytest.param(
+            _set("expectations", value=[_between("quantity", min_value="abc")]),
+            "expectation expect_column_values_to_be_between on quantity: min_value 'abc' must be a whole number",
+            id="bound-of-another-type",
+        ),
+        pytest.param(
+            _set("expectations", value=[_between("region", min_value="A")]),
+            "bounds apply to numbers, dates and timestamps, not text",
+            id="bounds-on-text",
+        ),
+        pytest.param(
+            _set("expectations", value=[_between("order_ts", min_value="2026-02-01", max_value="2026-01-01")]),
+            "min_value is larger than max_value",
+            id="bounds-the-wrong-way-round",
+        ),
+        pytest.param(
+            _set(
+                "expectations",
+                value=[_rule("expect_column_values_to_be_in_set", "quantity", value_set=[1, "x"])],
+            ),
+            "on quantity: value 'x' must be a whole number",
+            id="set-value-of-another-type",
+        ),
+        pytest.param(
+            _set(
+                "expectations",
+                value=[_rule("expect_column_values_to_match_regex", "order_id", regex="(?=O).")],
+            ),
+            "is not RE2 syntax (no look-around, no backreferences)",
+            id="regex-python-has-but-re2-lacks",
+        ),
+        pytest.param(
+            _set(
+                "expectations",
+                value=[_rule("expect_column_value_lengths_to_be_between", "quantity", max_value=3)],
+            ),
+            "applies to text columns, not integer",
+            id="length-of-a-number",
+        ),
     ],
 )
 def test_invalid_contracts_fail_at_parse_time_naming_file_key_and_problem(change, message: str) -> None:
@@ -518,3 +587,24 @@ def test_composite_keys() -> None:
     )
     assert contract.key == ("order_id", "line_no")
     assert contract.latest_by == "order_id"
+
+
+def test_naive_times_in_bounds_fills_and_expectations_are_in_the_datasets_zone() -> None:
+    doc = {
+        "dataset": "t",
+        "table": "s.t",
+        "key": "id",
+        "timezone": "Europe/Berlin",
+        "columns": {
+            "id": {"type": "text", "required": True},
+            "ts": {"type": "timestamp", "on_blank": "2020-01-01 00:00", "min": "2020-01-01"},
+            "utc": {"type": "timestamp", "timezone": "UTC", "on_blank": None},
+        },
+        "expectations": [_between("ts", max_value="2030-01-01")],
+    }
+    contract = parse_contract(doc)
+    assert contract.column("ts").zone == "Europe/Berlin"  # the dataset's, for the checks and fills too
+    assert contract.column("utc").zone == "UTC"  # a column's own zone wins
+    bound = contract.expectations[0].max_value
+    assert bound == datetime(2030, 1, 1, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert parse_contract(contract.to_document()) == contract  # the resolved contract round-trips

@@ -650,3 +650,109 @@ def test_a_frozen_schema_refuses_even_additive_changes(db, s3, contract) -> None
     frozen = _evolved(contract, add_and_freeze)
     with pytest.raises(SchemaEvolutionError, match="schema_evolution: freeze"):
         load_files(db, s3, frozen, SETTINGS, [], "run-2")
+
+
+def _column(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in doc["columns"] if c["name"] == name)
+
+
+def test_a_new_column_with_a_fill_value_is_added_not_null_and_earlier_rows_hold_the_fill(db, s3, contract) -> None:
+    a = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [a], "run-1")
+
+    def add_channel(doc: dict[str, Any]) -> None:
+        doc["columns"].append({"name": "channel", "type": "text", "on_blank": "web"})
+
+    evolved = _evolved(contract, add_channel)
+    b = _put_and_transform(
+        s3, evolved, "b.csv", HEADER.rstrip("\n") + ",channel\nB,2026-01-01 10:00,c,p,x,1,1.00,North,store\n"
+    )
+    report = load_files(db, s3, evolved, SETTINGS, [b], "run-2")
+    assert report.schema_changes == ["added column channel text NOT NULL; rows loaded before hold 'web'"]
+    c = _put_and_transform(s3, evolved, "c.csv", HEADER + "C,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    report = load_files(db, s3, evolved, SETTINGS, [c], "run-3")  # the next load: nothing left to change
+    assert report.schema_changes == []
+    rows = db.execute("SELECT order_id, channel FROM analytics.orders ORDER BY 1").fetchall()
+    assert rows == [("A", "web"), ("B", "store"), ("C", "web")]
+    notnull = db.execute(
+        "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'analytics.orders'::regclass AND attname = 'channel'"
+    ).fetchone()
+    assert notnull == (True,)
+
+
+def test_a_new_column_that_may_not_be_blank_is_refused_on_a_table_with_rows(db, s3, contract) -> None:
+    a = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, contract, SETTINGS, [a], "run-1")
+
+    def add_required(doc: dict[str, Any]) -> None:
+        doc["columns"].append({"name": "channel", "type": "text", "required": True, "on_blank": "reject"})
+
+    evolved = _evolved(contract, add_required)
+    with pytest.raises(SchemaEvolutionError, match=r"column channel is new and may not be blank, but 1 loaded row"):
+        load_files(db, s3, evolved, SETTINGS, [], "run-2")
+    db.rollback()
+    columns = db.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders' AND column_name = 'channel'"
+    ).fetchone()
+    assert columns == (0,)  # nothing was half-applied
+
+
+def test_bounds_that_fit_32_bits_keep_a_bigint_column_and_the_load_goes_on(db, s3, contract) -> None:
+    def unbounded(doc: dict[str, Any]) -> None:
+        _column(doc, "quantity")["max"] = None  # bigint
+
+    wide = _evolved(contract, unbounded)
+    a = _put_and_transform(s3, wide, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,3000000000,1.00,North\n")
+    load_files(db, s3, wide, SETTINGS, [a], "run-1")
+
+    def bounded(doc: dict[str, Any]) -> None:
+        _column(doc, "quantity")["max"] = 1000  # would be integer
+
+    narrow = _evolved(contract, bounded)
+    b = _put_and_transform(s3, narrow, "b.csv", HEADER + "B,2026-01-01 10:00,c,p,x,7,1.00,North\n")
+    load_files(db, s3, narrow, SETTINGS, [b], "run-2")
+    assert db.execute("SELECT order_id, quantity FROM analytics.orders ORDER BY 1").fetchall() == [
+        ("A", 3000000000),
+        ("B", 7),
+    ]
+    kind = db.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'analytics.orders'::regclass AND attname = 'quantity'"
+    ).fetchone()
+    assert kind == ("bigint",)
+
+
+def test_a_column_made_not_null_is_applied_when_no_row_is_null_and_refused_otherwise(db, s3, contract) -> None:
+    def optional_customer(doc: dict[str, Any]) -> None:
+        _column(doc, "customer_id")["on_blank"] = None
+
+    nullable = _evolved(contract, optional_customer)
+    a = _put_and_transform(s3, nullable, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
+    load_files(db, s3, nullable, SETTINGS, [a], "run-1")
+    report = load_files(db, s3, contract, SETTINGS, [], "run-2")  # back to `guest` for blanks: NOT NULL
+    assert "column customer_id is now NOT NULL (no loaded row holds NULL in it)" in report.schema_changes
+
+    db.execute("ALTER TABLE analytics.orders ALTER COLUMN customer_id DROP NOT NULL")
+    db.execute("ALTER TABLE etl.orders_duplicates ALTER COLUMN customer_id DROP NOT NULL")
+    b = _put_and_transform(s3, nullable, "b.csv", HEADER + "B,2026-01-01 10:00,,p,x,1,1.00,North\n")
+    load_files(db, s3, nullable, SETTINGS, [b], "run-3")
+    with pytest.raises(
+        SchemaEvolutionError, match=r"customer_id would become NOT NULL, but 1 loaded row\(s\) hold NULL"
+    ):
+        load_files(db, s3, contract, SETTINGS, [], "run-4")
+
+
+def test_a_frozen_schema_refuses_a_column_the_contract_dropped(db, s3, contract) -> None:
+    def add_coupon(doc: dict[str, Any]) -> None:
+        doc["columns"].append({"name": "coupon", "type": "text", "on_blank": None})
+
+    with_coupon = _evolved(contract, add_coupon)
+    a = _put_and_transform(s3, with_coupon, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.25,North\n")
+    load_files(db, s3, with_coupon, SETTINGS, [a], "run-1")
+
+    def freeze(doc: dict[str, Any]) -> None:
+        doc["schema_evolution"] = "freeze"
+
+    frozen = _evolved(contract, freeze)  # without coupon
+    with pytest.raises(SchemaEvolutionError, match=r"column coupon \(text\) is no longer in the contract"):
+        load_files(db, s3, frozen, SETTINGS, [], "run-2")
