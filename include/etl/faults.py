@@ -11,6 +11,7 @@ goes on. boto3 has already retried S3 calls by the time an error gets here (the 
 from __future__ import annotations
 
 import errno
+import smtplib
 import socket
 
 import botocore.exceptions as boto
@@ -55,6 +56,9 @@ _TRANSIENT_PG = (
     pg.QueryCanceled,
 )
 _TRANSIENT_ERRNO = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE})
+# SQLSTATE classes of OperationalErrors that repeat on every try: 54, program limit exceeded (an index
+# row too big, a statement too complex).
+_REPEATING_PG_CLASSES = frozenset({"54"})
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -69,11 +73,16 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(e, _TRANSIENT_PG):
             return True
         if isinstance(e, psycopg.OperationalError):
-            return True  # connection refused, lost or closed by the server
+            # Connection refused, lost or closed by the server (no SQLSTATE, or class 08, 53, 57...).
+            return (e.sqlstate or "")[:2] not in _REPEATING_PG_CLASSES
         if isinstance(e, psycopg.Error):
             return False  # data and constraint errors repeat
-        if isinstance(e, (socket.timeout, TimeoutError, ConnectionError)):
+        if isinstance(e, (socket.timeout, TimeoutError, ConnectionError, smtplib.SMTPServerDisconnected)):
             return True
+        if isinstance(e, smtplib.SMTPConnectError | smtplib.SMTPResponseException):
+            return 400 <= e.smtp_code < 500  # 4xx: try again later (421, 450, 451, 452)
+        if isinstance(e, socket.gaierror):
+            return e.errno == socket.EAI_AGAIN  # a name server that did not answer, not an unknown name
         if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO:
             return True
     return False

@@ -330,11 +330,14 @@ def record(cur: Any, ledger_table: str, outcomes: Sequence[Outcome], max_attempt
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         before = {
-            (r.source_key, r.etag, r.last_modified): r.attempts
+            (r.source_key, r.etag, r.last_modified): r
             for r in rows_for(cur, ledger_table, [o.source_key for o in failed])
         }
         for o in failed:
-            o.attempts = before.get((o.source_key, o.etag, o.last_modified), 0) + 1
+            row = before.get((o.source_key, o.etag, o.last_modified))
+            if row is not None and row.status == "loaded":
+                continue  # a reprocess that failed: the version stays loaded (its rows are the table's); error noted
+            o.attempts = (row.attempts if row else 0) + 1
             if o.attempts >= max_attempts:
                 o.status, o.parked = "parked", True
     for o in outcomes:
@@ -376,23 +379,25 @@ def record(cur: Any, ledger_table: str, outcomes: Sequence[Outcome], max_attempt
         group = [r for r in rows if (r["status"] in ("failed", "parked")) == status_group]
         if not group:
             continue
-        # A failed attempt keeps the counts of an earlier try, if any; it records the error.
-        replaced = (
-            ["status", "attempts", "last_error", "run_id"]
-            if status_group
-            else [n for n in names if n not in keep_on_failure]
-        )
+        # A failed attempt keeps the counts of an earlier try, if any; it records the error. A failed
+        # reprocess of a loaded version leaves it loaded (its rows stay the table's) and records the error.
+        replaced = ["last_error", "run_id"] if status_group else [n for n in names if n not in keep_on_failure]
+        kept_loaded = sql.SQL(
+            ", status = CASE WHEN {t}.status = 'loaded' THEN {t}.status ELSE EXCLUDED.status END"
+            ", attempts = CASE WHEN {t}.status = 'loaded' THEN {t}.attempts ELSE EXCLUDED.attempts END"
+        ).format(t=table)
         cur.executemany(
             sql.SQL(
                 "INSERT INTO {t} ({cols}, loaded_at) VALUES ({values}, {loaded_at}) "
                 "ON CONFLICT (source_key, etag, last_modified) DO UPDATE SET {updates}, updated_at = now()"
-                "{loaded_update}"
+                "{kept_loaded}{loaded_update}"
             ).format(
                 t=table,
                 cols=sql.SQL(", ").join(map(sql.Identifier, names)),
                 values=sql.SQL(", ").join(sql.Placeholder(n) for n in names),
                 loaded_at=sql.SQL("CASE WHEN %(status)s = 'loaded' THEN now() END"),
                 updates=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(n)) for n in replaced),
+                kept_loaded=kept_loaded if status_group else sql.SQL(""),
                 loaded_update=sql.SQL(
                     ""
                     if status_group

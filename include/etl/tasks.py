@@ -126,7 +126,10 @@ def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
         retried = skipped = []
         if (retry := _keys_param(params.get("retry_files"))) != []:
             retried = ledger.retry(cur, contract.ledger_table, retry)
-        if skip := _keys_param(params.get("skip_files")):
+        skip = _keys_param(params.get("skip_files"))
+        if skip is None:
+            raise _fail('skip_files takes the raw keys to give up on, not "all": list them (see the parked alert)')
+        if skip:
             reason = str(params.get("skip_reason") or "skipped by an operator")
             skipped = ledger.skip(cur, contract.ledger_table, skip, f"{reason} (run {run_id})", run_id)
         prefixes = _run_prefixes(context, settings)
@@ -140,10 +143,11 @@ def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
                 log.warning("ignoring non-CSV object %s", key)
             listed.update({o.key: o for o in found})
             present = {o.key for o in found}
+            # (A key kept after its deletion is reported once, not by every run that lists its partition.)
             deleted += [
                 r.source_key
                 for r in ledger.live_under(cur, contract.ledger_table, prefix)
-                if r.source_key not in present
+                if r.source_key not in present and (r.deleted_at is None or contract.on_source_delete == "remove")
             ]
         seen = ledger.observe(cur, contract.ledger_table, list(listed.values()), run_id, bool(params.get("reprocess")))
         if deleted and contract.on_source_delete == "keep":

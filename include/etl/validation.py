@@ -5,16 +5,19 @@ bounds, allowed values, lengths) and its own expectations, each with the contrac
 `severity` and `mostly` in the expectation's meta. The transform already enforced every rule
 row by row (and judged the file-level ones), so on processed files the suite is an
 independent audit: `reject_row` and `quarantine_file` rules must hold there, `warn` rules may
-not. The report goes beside the processed file (`<file name>.validation.json`). It runs beside
-the load, off the run's critical path; GX is imported lazily (it takes seconds).
+not. The suite runs batch by batch; row-count rules are judged on the whole file. The report goes
+beside the processed file (`<file name>.validation.json`), one entry per rule broken. It runs
+beside the load, off the run's critical path; GX is imported lazily (it takes seconds).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,9 @@ from include.etl.transform import ZoneKeys
 _BATCH_ROWS = 250_000
 _EXAMPLES = 5
 _NUMERIC = ("integer", "decimal")
+_BOUNDED = ("integer", "decimal", "date", "timestamp")
+# Judged on the whole file (the suite runs batch by batch), not by GX.
+_ROW_COUNT = "expect_table_row_count_to_be_between"
 
 
 def suite_spec(contract: Contract) -> dict[str, Any]:
@@ -40,14 +46,15 @@ def suite_spec(contract: Contract) -> dict[str, Any]:
     def add(kind: str, severity: str, mostly: float = 1.0, source: str = "column rule", **kwargs: Any) -> None:
         if mostly < 1.0:
             kwargs["mostly"] = mostly
-        expectations.append({"type": kind, "kwargs": kwargs, "meta": {"severity": severity, "source": source}})
+        meta = {"severity": severity, "mostly": mostly, "source": source}
+        expectations.append({"type": kind, "kwargs": kwargs, "meta": meta})
 
     for col in contract.columns:
         if not col.nullable:
             add("expect_column_values_to_not_be_null", "reject_row", column=col.name)
-        if col.type in _NUMERIC and (col.min is not None or col.max is not None):
-            bounds = {"min_value": _number(col.min), "max_value": _number(col.max)}
-            add("expect_column_values_to_be_between", "reject_row", column=col.name, **bounds)
+        if col.type in _BOUNDED and (col.min is not None or col.max is not None):
+            low, high = (v if col.type not in _NUMERIC else _number(v) for v in col.bounds)
+            add("expect_column_values_to_be_between", "reject_row", column=col.name, min_value=low, max_value=high)
         if col.allowed:
             add("expect_column_values_to_be_in_set", "reject_row", column=col.name, value_set=list(col.allowed))
         if col.max_length is not None:
@@ -55,7 +62,7 @@ def suite_spec(contract: Contract) -> dict[str, Any]:
     for e in contract.expectations:
         kwargs = e.model_dump(exclude={"expectation", "severity", "mostly", "description"}, exclude_none=True)
         for name in ("min_value", "max_value"):
-            if name in kwargs:
+            if name in kwargs and not isinstance(kwargs[name], date):  # (dates and times compare as they are)
                 kwargs[name] = _number(kwargs[name])
         if "value_set" in kwargs:
             kwargs["value_set"] = list(kwargs["value_set"])
@@ -99,8 +106,10 @@ class SuiteValidator:
         expectations = [
             ExpectationConfiguration(type=e["type"], kwargs=e.get("kwargs", {}), meta=e.get("meta")).to_domain_obj()
             for e in spec["expectations"]
+            if e["type"] != _ROW_COUNT
         ]
         self._suite = self._context.suites.add(gx.ExpectationSuite(name=self.name, expectations=expectations))
+        self._row_counts = [e for e in spec["expectations"] if e["type"] == _ROW_COUNT]
 
     @classmethod
     def for_contract(cls, contract: Contract) -> SuiteValidator:
@@ -120,31 +129,50 @@ class SuiteValidator:
             if config is None:  # (GX gives every result its configuration; a failure without one still fails)
                 report.success = False
                 continue
-            severity = (config.meta or {}).get("severity", "reject_row")
-            if severity != "warn":
-                report.success = False
-            column = config.kwargs.get("column")
-            failure = next(
-                (f for f in report.failures if f["expectation"] == config.type and f.get("column") == column), None
-            )
-            if failure is None:
-                failure = {
-                    "expectation": config.type,
-                    "column": column,
-                    "severity": severity,
-                    "unexpected_count": 0,
-                    "examples": [],
-                }
-                report.failures.append(failure)
             details = r.result or {}
-            failure["unexpected_count"] += int(details.get("unexpected_count") or 0)
-            room = _EXAMPLES - len(failure["examples"])
-            failure["examples"] += [str(v) for v in (details.get("partial_unexpected_list") or [])[:room]]
+            examples = [_example(v) for v in details.get("partial_unexpected_list") or []]
+            count = details.get("unexpected_count")
+            _fold(report, config.type, config.kwargs.get("column"), config.meta, count, examples)
 
     def validate_parquet(self, path: str, report: ValidationReport) -> ValidationReport:
+        """Validate a Parquet file batch by batch; row-count rules are judged on the whole file."""
         for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS):
             self.validate_table(pa.Table.from_batches([batch]), report)
+        for e in self._row_counts:
+            low, high = e["kwargs"].get("min_value"), e["kwargs"].get("max_value")
+            if (low is not None and report.rows < low) or (high is not None and report.rows > high):
+                _fold(report, _ROW_COUNT, None, e["meta"], None, [f"{report.rows} rows"])
         return report
+
+
+def _fold(
+    report: ValidationReport,
+    kind: str,
+    column: str | None,
+    meta: dict[str, Any] | None,
+    count: Any,
+    examples: list[str],
+) -> None:
+    """Add a failed expectation to the report: one entry per rule (expectation, column, severity)."""
+    severity = (meta or {}).get("severity", "reject_row")
+    if severity != "warn":
+        report.success = False
+    failure = next(
+        (f for f in report.failures if (f["expectation"], f.get("column"), f["severity"]) == (kind, column, severity)),
+        None,
+    )
+    if failure is None:
+        failure = {"expectation": kind, "column": column, "severity": severity, "unexpected_count": 0, "examples": []}
+        report.failures.append(failure)
+    failure["unexpected_count"] += int(count or 0)
+    failure["examples"] += examples[: _EXAMPLES - len(failure["examples"])]
+
+
+def _example(value: Any) -> str:
+    """An unexpected value as a report shows it: null for a missing one (GX gives None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    return str(value)
 
 
 def _to_pandas(table: pa.Table) -> Any:

@@ -70,6 +70,19 @@ def _counts(dsn: str) -> tuple[int, int, int]:
     return rows[0], rows[1], files
 
 
+def _forget_dead_airflow_connections() -> None:
+    """A restart also closes this process's Airflow metadata connections, which later in-process dag.test()
+    runs would pick up dead (an Airflow process would be restarted too). The first rollback of a dead
+    connection fails and invalidates it; then the session and the pool can be let go."""
+    for _ in range(3):
+        try:
+            airflow_settings.Session.remove()
+            break
+        except Exception:  # the dead connection's rollback; it is invalidated by now
+            continue
+    airflow_settings.engine.dispose()
+
+
 @pytest.mark.parametrize("fault", ["connection-killed", "server-restarted"])
 def test_postgres_lost_mid_load_loads_nothing_then_the_retry_loads_everything_once(
     stack, contract, fault_db, monkeypatch, fault
@@ -88,9 +101,7 @@ def test_postgres_lost_mid_load_loads_nothing_then_the_retry_loads_everything_on
             else:
                 postgres.stop(stack.paths)
                 postgres.start(stack.paths, stack.ports.postgres)
-                # The restart also closed this process's pooled Airflow metadata connections, which later
-                # in-process dag.test() runs would pick up dead (an Airflow process would be restarted too).
-                airflow_settings.reconfigure_orm()
+                _forget_dead_airflow_connections()
         return real_copy(cur, *args)
 
     monkeypatch.setattr(staging, "_copy_parquet", copy_then_lose_the_server)

@@ -10,6 +10,7 @@ it is parked; outputs of colliding names never overwrite each other.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -144,6 +145,19 @@ def test_a_deleted_file_keeps_its_rows_by_default(stack, dag, warehouse) -> None
     ).fetchone()
     assert deleted == ("loaded", True)
     assert "Raw objects deleted from S3: their rows are kept (on_source_delete: keep)." in _text(_summary(stack, day))
+    # The next run of the day does not report the same deletion again.
+    assert str(_run(dag, day).state) == "success"
+    assert "deleted from S3" not in _text(_summary(stack, day))
+    assert _table(warehouse, "DK-") == {"DK-1": ("kept", "a.csv")}
+
+
+def test_skip_files_needs_the_keys_to_give_up_on(stack, dag) -> None:
+    dag_run = _run(dag, "2026-04-05", skip_files="all", skip_reason="everything")
+    assert str(dag_run.state) == "failed"
+    alert = next(
+        m for m in reversed(mails(stack.paths.mailbox)) if m["subject"] == "[orders_pipeline] task list_files failed"
+    )
+    assert 'skip_files takes the raw keys to give up on, not "all"' in html.unescape(html_body(alert))
 
 
 def test_a_deleted_file_loses_its_rows_when_the_contract_says_remove(stack, warehouse, tmp_path, monkeypatch) -> None:
