@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks.methods import table_checksum
 from benchmarks.procwatch import PeakRss
 from local_stack import airflow, postgres
 from local_stack.config import PROJECT_ROOT, Ports
@@ -34,6 +35,8 @@ PREFIX = "bench"
 DEFAULT_METHODS = ("ours", "dag", "copy_limit", "to_sql", "insert_rows", "dlt_arrow", "dlt_csv")
 # dlt's pins conflict with Airflow's: these run in dlt's own venv (make .venv-dlt/.installed).
 DLT_METHODS = {"dlt_arrow", "dlt_csv"}
+# Methods that load the keyed table from an empty warehouse (its checksum is compared across them).
+LOADING_METHODS = {"ours", "dag"}
 DLT_PYTHON = PROJECT_ROOT / ".venv-dlt" / "bin" / "python"
 CLEAN_COLUMNS = (
     "order_id",
@@ -101,10 +104,18 @@ def _quiesce(dsn: str, timeout: float = 120) -> None:
         conn.execute("CHECKPOINT")
 
 
+BASE = "@base"  # a method name's suffix: the same method run from the --baseline checkout's code
+
+
 def _run(method: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    root, name = PROJECT_ROOT, method
+    if method.endswith(BASE):  # the baseline's code, on the same servers, data and harness
+        root, name = Path(cfg["baseline"]), method.removesuffix(BASE)
+        base_env = {"PYTHONPATH": str(root), "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags")}
+        cfg = {**cfg, "airflow_env": {**cfg["airflow_env"], **base_env}}
     env = {
         **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
+        "PYTHONPATH": str(root),
         **cfg["airflow_env"],
         "AIRFLOW_CONN_BENCH": json.dumps(
             {
@@ -120,9 +131,9 @@ def _run(method: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) 
         (str(DLT_PYTHON), "benchmarks.dlt_methods") if method in DLT_METHODS else (sys.executable, "benchmarks.methods")
     )
     proc = subprocess.Popen(
-        [python, "-m", module, method, json.dumps({**cfg, **(extra or {})})],
+        [python, "-m", module, name, json.dumps({**cfg, **(extra or {})})],
         env=env,
-        cwd=PROJECT_ROOT,
+        cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -133,6 +144,9 @@ def _run(method: str, cfg: dict[str, Any], extra: dict[str, Any] | None = None) 
         raise RuntimeError(f"{method} failed:\n{err[:1500]}\n...\n{err[-1500:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result.update(method=method, peak_rss_mb=round(rss.peak / 2**20), peak_rss_single_mb=round(rss.peak_single / 2**20))
+    if name in LOADING_METHODS:  # one checksum formula for every version of the code: the same table or not
+        with psycopg.connect(cfg["dsn"]) as conn:
+            result["harness_checksum"] = table_checksum(conn)
     return result
 
 
@@ -238,6 +252,12 @@ def main() -> int:
         help="file sizes (rows) for the transform-memory check; empty to skip",
     )
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout of an earlier commit (git worktree add ../base <commit>): its ours/dag race ours/dag",
+    )
+    parser.add_argument("--baseline-methods", default="ours,dag", help="the baseline's methods (with --baseline)")
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -253,6 +273,9 @@ def main() -> int:
             flush=True,
         )
         cfg = _config(stack, args, args.out)
+        if args.baseline:
+            cfg["baseline"] = str(args.baseline.resolve())
+            methods += [m + BASE for m in args.baseline_methods.split(",") if m]
         if "dag" in methods:  # `dags test --use-executor` runs tasks through the execution API
             airflow.start_services(stack.paths, stack.ports, cfg["airflow_env"], services=("api-server",))
         _prepare_clean_rows(cfg)
@@ -260,7 +283,7 @@ def main() -> int:
         for repeat in range(args.repeats):
             order = methods[repeat % len(methods) :] + methods[: repeat % len(methods)]
             for method in order:
-                if method in ("ours", "dag"):
+                if method.removesuffix(BASE) in LOADING_METHODS:
                     _reset(cfg["dsn"])
                 _quiesce(cfg["dsn"])
                 result = _run(method, cfg)
@@ -273,6 +296,7 @@ def main() -> int:
         memory = _memory(stack, cfg, args)
         table = _table(results, methods)
         orchestration = _orchestration(results)
+        baseline_orchestration = _orchestration(results, BASE)
         report = {
             "machine": machine,
             "rows": args.rows,
@@ -283,6 +307,7 @@ def main() -> int:
             "runs": results,
             "transform_memory": memory,
             "orchestration": orchestration,
+            "baseline_orchestration": baseline_orchestration,
         }
         (args.out / "bench.json").write_text(json.dumps(report, indent=2))
         md = (
@@ -291,6 +316,7 @@ def main() -> int:
             + _checksum_markdown(results)
             + _memory_markdown(memory)
             + _orchestration_markdown(orchestration)
+            + _orchestration_markdown(baseline_orchestration)
         )
         (args.out / "bench.md").write_text(md)
         _chart(table, args.out / "bench.png")
@@ -360,22 +386,30 @@ def _profile_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def _checksum_markdown(results: list[dict[str, Any]]) -> str:
-    """The loaded table's checksum: any change to the pipeline's code must keep it."""
-    sums = sorted({r["table_checksum"] for r in results if r.get("table_checksum")})
-    if not sums:
+    """The loaded table's checksum per method: any change to the pipeline's code must keep it."""
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in results if r.get("harness_checksum")):
+        sums = sorted({r["harness_checksum"] for r in results if r["method"] == method and r.get("harness_checksum")})
+        runs = sum(1 for r in results if r["method"] == method and r.get("harness_checksum"))
+        lines.append(f"`{method}`: {', '.join(sums)} ({runs} runs)")
+    if not lines:
         return ""
-    runs = sum(1 for r in results if r.get("table_checksum"))
-    return f"\n`ours` table checksum (md5 of the rows in key order): {', '.join(sums)} ({runs} runs)\n"
+    return (
+        "\nTable checksum (md5 of every column but load and upload times, in key order):\n\n"
+        + "\n".join(f"- {line}" for line in lines)
+        + "\n"
+    )
 
 
-def _orchestration(results: list[dict[str, Any]]) -> dict[str, Any]:
+def _orchestration(results: list[dict[str, Any]], suffix: str = "") -> dict[str, Any]:
     """What Airflow adds: the DAG against `ours` per file, the no-op run, and each task's times."""
-    dag = [r for r in results if r["method"] == "dag"]
-    ours = [r for r in results if r["method"] == "ours"]
+    dag = [r for r in results if r["method"] == "dag" + suffix]
+    ours = [r for r in results if r["method"] == "ours" + suffix]
     if not dag:
         return {}
     median_run = sorted(dag, key=lambda r: r["seconds"])[len(dag) // 2]
     out: dict[str, Any] = {
+        "method": "dag" + suffix,
         "files": median_run["files"],
         "dag_seconds": round(statistics.median(r["seconds"] for r in dag), 2),
         "noop_seconds": round(statistics.median(r["noop_seconds"] for r in dag), 2),
@@ -393,7 +427,7 @@ def _orchestration_markdown(o: dict[str, Any]) -> str:
         return ""
     lines = [
         "",
-        f"Through the DAG: {o['dag_seconds']} s for {o['files']} files"
+        f"Through the DAG (`{o.get('method', 'dag')}`): {o['dag_seconds']} s for {o['files']} files"
         + (
             f", {o['overhead_per_file_seconds']} s per file more than `ours` (same code without Airflow)"
             if "overhead_per_file_seconds" in o
