@@ -141,7 +141,7 @@ def test_astro_image_gets_the_tested_versions_as_wheels_for_python_3_14(tmp_path
 
 def test_dbt_virtualenv_lock_matches_its_pins_and_installs_from_wheels_on_mwaa() -> None:
     """The dbt venv the startup script builds: locked, the pins of requirements-dbt.in, wheels for Python 3.12."""
-    wanted = mwaa_req.read_pins(ROOT / "mwaa" / "requirements-dbt.in")
+    wanted = mwaa_req.read_pins(ROOT / "requirements-dbt.in")
     locked = mwaa_req.read_constraints(ROOT / "mwaa" / "requirements-dbt.txt")
     for pin in wanted:
         assert locked[pin.name] == pin.version
