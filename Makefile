@@ -77,7 +77,7 @@ lock: venv
 		--python-platform x86_64-manylinux_2_34 --only-binary :all: --no-header -o mwaa/requirements-dbt.txt
 	$(PY) -m mwaa.requirements
 
-demo: venv
+demo: venv dbt-venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)") \
 		$(if $(DATASET),--dataset "$(DATASET)")
 
@@ -93,6 +93,14 @@ status: venv
 psql: venv
 	@psql_bin=$$(command -v psql || echo "$$($(PY) -c 'from local_stack.postgres import find_bin_dir; print(find_bin_dir())')/psql"); \
 	eval "$$psql_bin \"$$($(PY) -c 'from local_stack.postgres import dsn; from local_stack.config import Ports; print(dsn(Ports.from_env().postgres))')\" $(ARGS)"
+
+# dbt on the local stack's warehouse (the marts DAG runs the same project in Airflow): ARGS="build -s fct_orders+".
+dbt: venv dbt-venv
+	$(PY) -m local_stack.analytics dbt $(ARGS)
+
+# The Streamlit dashboard on the local stack's marts (after make demo), read as the read-only role bi_reader.
+dashboard: venv
+	$(PY) -m local_stack.analytics dashboard
 
 test: venv infra-venv dbt-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
