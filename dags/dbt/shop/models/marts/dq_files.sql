@@ -23,5 +23,6 @@ select
     updated_at,
     loaded_at,
     deleted_at,
-    run_id
+    run_id,
+    '{{ run_started_at.isoformat() }}'::timestamptz as built_at
 from {{ ref('stg_file_ledger') }}
