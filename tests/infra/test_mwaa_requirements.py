@@ -186,6 +186,8 @@ def test_dags_import_on_mwaa_versions_under_python_3_12(tmp_path: Path) -> None:
         "PYTHONPATH": str(ROOT),
         "AIRFLOW_HOME": str(tmp_path / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        # No metadata DB here: Cosmos must not look for its `dbt ls` cache in Airflow Variables (marts DAG).
+        "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS": "False",
         # The engine's event switch, under today's and the multi-dataset convention's names.
         "ORDERS_EVENTS_QUEUE_URL": queue,
         "AIRFLOW_VAR_ORDERS_EVENTS_QUEUE_URL": queue,
