@@ -4,7 +4,7 @@ The dashboard reads only the schema `marts` (the dbt project's output) as the re
 which may do nothing else. Where: `DASHBOARD_DATABASE_URL` (a SQLAlchemy URL, e.g.
 `postgresql+psycopg://bi_reader:<password>@<rds endpoint>:5432/warehouse?sslmode=verify-full&sslrootcert=...`),
 by default the local stack's warehouse. Query results are cached for `TTL` per query and parameters (Streamlit's
-SQL connection): the marts change a few times a day, after a load.
+cache_data; the pool is a cache_resource): the marts change a few times a day, after a load.
 """
 
 from __future__ import annotations
@@ -33,15 +33,29 @@ def database_url() -> str:
     return dashboard_url(Ports.from_env())
 
 
-def connection() -> Any:
-    # Read-only twice over: the role's default, and this session's (a statement never runs longer than 30 s).
+@st.cache_resource(show_spinner=False)
+def engine(url: str) -> Any:
+    """One connection pool per database URL. Sessions are read-only twice over (the role's default and this
+    one's) and a statement never runs longer than 30 s."""
+    import sqlalchemy
+
     options = "-c default_transaction_read_only=on -c statement_timeout=30000"
-    return st.connection("marts", type="sql", url=database_url(), pool_pre_ping=True, connect_args={"options": options})
+    return sqlalchemy.create_engine(url, pool_pre_ping=True, connect_args={"options": options})
+
+
+@st.cache_data(ttl=TTL, show_spinner=False)
+def _read(url: str, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+    from sqlalchemy import text
+
+    # The connection goes back to the pool (its transaction rolled back) as soon as the rows are read: an open
+    # transaction would hold a lock that blocks dbt from swapping in a rebuilt mart.
+    with engine(url).connect() as conn:
+        return pd.read_sql(text(sql), conn, params=params)
 
 
 def query(sql: str, **params: Any) -> pd.DataFrame:
-    """A cached read of the marts."""
-    return connection().query(sql, params=params, ttl=TTL)
+    """A read of the marts, cached per query and parameters for `TTL`."""
+    return _read(database_url(), sql, params)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ Why it is built this way:
 - **Each dbt model and its tests are tasks** (Cosmos, `TestBehavior.AFTER_EACH`): a failed test fails its task
   and skips only the models built on that model; the UI shows which model or test failed; a retry reruns
   one model, not the project.
-- **Alerts like the pipelines**: `include.etl.notify.on_task_failure`, whose settings name is the DAG id:
-  Variable `marts_alert_emails` (default data-team@example.com), `AIRFLOW_VAR_MARTS_TASK_RETRIES`,
-  `AIRFLOW_VAR_MARTS_RETRY_DELAY_SECONDS` (include/etl/settings.py).
+- **Alerts like the pipelines'**, naming the dbt test or model that failed and dbt's message
+  (`include/analytics/alerts.py`; the pipelines' alert only sees "dbt command failed"). Settings under the DAG
+  id, as a dataset's: Variable `marts_alert_emails` (default data-team@example.com),
+  `AIRFLOW_VAR_MARTS_TASK_RETRIES`, `AIRFLOW_VAR_MARTS_RETRY_DELAY_SECONDS` (include/etl/settings.py).
 - **dbt in its own virtualenv** (`DBT_VENV_PATH`, default the repo's `.venv-dbt`; `/usr/local/airflow/dbt_venv`
   in the Astro image and on MWAA): dbt's pins conflict with Airflow's. Cosmos's local execution mode with
   `dbt_executable_path` is its recommended setup for that.
@@ -32,9 +33,9 @@ from operator import or_
 from pathlib import Path
 from typing import Any
 
+from include.analytics.alerts import keep_failures, on_dbt_failure
 from include.etl.contract import load_contract
 from include.etl.events import table_asset
-from include.etl.notify import on_task_failure
 from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings
 
 DAG_ID = "marts"
@@ -104,8 +105,10 @@ def build_marts_dag(project_dir: Path, dag_id: str = DAG_ID, select: Sequence[st
             "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
             "retry_exponential_backoff": 2.0,
             "max_retry_delay": timedelta(minutes=10),
-            "on_failure_callback": on_task_failure,
+            "on_failure_callback": on_dbt_failure,
         },
+        # After each dbt command, what failed goes to XCom for the alert (the project copy is then deleted).
+        operator_args={"callback": keep_failures},
         tags=["analytics", "dbt", "marts"],
         doc_md=__doc__,
     )

@@ -20,6 +20,8 @@
       create role {{ adapter.quote(role) }} login nosuperuser nocreatedb nocreaterole noreplication;
       alter role {{ adapter.quote(role) }} set default_transaction_read_only = on;
       alter role {{ adapter.quote(role) }} set statement_timeout = '60s';
+      -- A BI session left inside a transaction would hold locks that keep dbt from replacing a mart.
+      alter role {{ adapter.quote(role) }} set idle_in_transaction_session_timeout = '60s';
     end if;
   end
   $$;
