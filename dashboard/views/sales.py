@@ -26,7 +26,9 @@ cols[3].metric("Customers", f"{k['customers']:,}")
 left, right = st.columns(2)
 with left:
     st.subheader("Revenue by region")
-    st.line_chart(data.revenue_by("region", start, end, regions), x="order_date", y="revenue", color="region")
+    by_region = data.revenue_by("region", start, end, regions)
+    by_region["order_date"] = by_region["order_date"].astype(str)  # days, not hours, on the axis
+    st.line_chart(by_region, x="order_date", y="revenue", color="region")
 with right:
     st.subheader("Revenue by category")
     by_category = data.revenue_by("category", start, end, regions)
@@ -36,4 +38,5 @@ with right:
 st.subheader("Top products")
 products = data.top_products(start, end, regions)
 st.bar_chart(products, x="product", y="revenue", horizontal=True, sort="-revenue")
-st.dataframe(products, hide_index=True, width="stretch")
+money = st.column_config.NumberColumn(format="%.2f")
+st.dataframe(products, hide_index=True, width="stretch", column_config={"revenue": money})

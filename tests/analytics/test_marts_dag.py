@@ -49,8 +49,8 @@ def test_each_model_and_its_tests_are_tasks_in_dbt_order(dag: Any) -> None:
         assert dag.task_dict[f"{model}.run"].downstream_task_ids == {f"{model}.test"}
     assert "stg_orders.test" in dag.task_dict["fct_orders.run"].upstream_task_ids
     assert "fct_orders.test" in dag.task_dict["daily_revenue.run"].upstream_task_ids
-    # Sources with freshness thresholds run first; tests of two models run once both are built.
-    assert "warehouse_orders.test" in dag.task_dict["stg_orders.run"].upstream_task_ids
+    assert not dag.task_dict["stg_orders.run"].upstream_task_ids  # no source tasks: they would only warn
+    # Tests of two models run once both are built.
     assert {"daily_revenue.test", "fct_orders.test"} <= dag.task_dict[
         "daily_revenue_matches_fct_orders_test"
     ].upstream_task_ids
@@ -128,3 +128,12 @@ def test_a_failing_dbt_test_fails_its_task_and_alerts(broken: str, stack: LocalS
     assert "Got 1 result, configured to fail if != 0" in body
     with psycopg.connect(postgres.dsn(stack.ports.postgres, "shop_broken")) as conn:  # the model itself was built
         assert conn.execute("select region from staging.stg_orders").fetchall() == [("Atlantis",)]
+
+
+def test_the_mwaa_bundle_ships_the_dbt_project_without_dbts_output() -> None:
+    from mwaa import bundle
+
+    keys = {key for _, key in bundle.files()}
+    assert {"dags/marts.py", "dags/dbt/shop/dbt_project.yml", "dags/dbt/shop/models/marts/fct_orders.sql"} <= keys
+    assert not [k for k in keys if "/target/" in k or "/logs/" in k]
+    assert "dbt/" in (bundle.HERE / "airflowignore").read_text().splitlines()
