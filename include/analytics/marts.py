@@ -6,7 +6,7 @@ Why it is built this way:
   (`warehouse.analytics.orders | warehouse.analytics.customers`): an asset event means a load changed the table
   and its checks passed, so the marts are rebuilt exactly when there is something new, and never on data that
   failed its checks. Events that arrive while a run is going are batched into the next run (max_active_runs=1,
-  so two incremental builds never overlap).
+  so two incremental builds never overlap). The loads keep priority over the marts for worker slots.
 - **Each dbt model and its tests are tasks** (Cosmos, `TestBehavior.AFTER_EACH`): a failed test fails its task
   and skips only the models built on that model; the UI shows which model or test failed; a retry reruns
   one model, not the project.
@@ -100,8 +100,13 @@ def build_marts_dag(project_dir: Path, dag_id: str = DAG_ID, select: Sequence[st
         start_date=datetime(2026, 1, 1),
         catchup=False,
         max_active_runs=1,
+        # Loads come first: the marts take at most two worker slots, and their tasks yield to any waiting task of
+        # higher priority (a pipeline's tasks weigh at least 1 plus their downstream tasks).
+        max_active_tasks=2,
         default_args={
             "owner": "analytics",
+            "priority_weight": 1,
+            "weight_rule": "absolute",
             "retries": settings.task_retries,
             "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
             "retry_exponential_backoff": 2.0,

@@ -60,7 +60,8 @@ def test_scheduled_on_the_loaded_tables_and_alerting_on_failure(dag: Any) -> Non
     condition = dag.timetable.asset_condition
     assert type(condition).__name__ == "AssetAny"
     assert {a.name for a in condition.objects} == {"warehouse.analytics.orders", "warehouse.analytics.customers"}
-    assert dag.max_active_runs == 1
+    assert dag.max_active_runs == 1 and dag.max_active_tasks == 2  # never two builds at once; loads keep slots
+    assert {t.priority_weight for t in dag.tasks} == {1} and {str(t.weight_rule) for t in dag.tasks} == {"absolute"}
     assert dag.default_args["on_failure_callback"] is on_dbt_failure
     assert dag.default_args["retries"] >= 2
     assert dbt_executable().exists()
