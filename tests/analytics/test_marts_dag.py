@@ -138,3 +138,10 @@ def test_the_mwaa_bundle_ships_the_dbt_project_without_dbts_output() -> None:
     assert {"dags/marts.py", "dags/dbt/shop/dbt_project.yml", "dags/dbt/shop/models/marts/fct_orders.sql"} <= keys
     assert not [k for k in keys if "/target/" in k or "/logs/" in k]
     assert "dbt/" in (bundle.HERE / "airflowignore").read_text().splitlines()
+
+
+def test_the_dag_processor_does_not_skip_the_cosmos_dag_file() -> None:
+    """In safe mode the DAG processor only imports files whose text mentions airflow and a DAG."""
+    from airflow.utils.file import might_contain_dag_via_default_heuristic
+
+    assert might_contain_dag_via_default_heuristic(str(PROJECT_ROOT / "dags" / "marts.py"))
