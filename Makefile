@@ -7,9 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DLT_VENV := .venv-dlt
 INFRA_VENV := .venv-infra
+DBT_VENV := .venv-dbt
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv infra-venv infra-synth infra-check lock demo up down status psql test bench lint format clean
+.PHONY: help venv dbt-venv dbt dashboard infra-venv infra-synth infra-check lock demo up down status psql test bench lint format clean
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
@@ -18,6 +19,8 @@ help:
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
 	@echo "make bench  - the pipeline against bare COPY, to_sql, insert_rows and dlt (ROWS=2000000)"
 	@echo "make lint   - ruff and mypy"
+	@echo "make dbt     - build the dbt marts on the local stack (ARGS=\"build --select ...\")"
+	@echo "make dashboard - the Streamlit dashboard on the local stack's marts"
 	@echo "make infra-synth / infra-check - the AWS stack's CloudFormation template; cfn-lint and checkov on it"
 
 # requirements-dev.txt holds the pins (Airflow 3.3.2 + requirements.txt + test tools);
@@ -35,6 +38,15 @@ $(DLT_VENV)/.installed: benchmarks/requirements-dlt.txt | $(VENV)/.installed
 	$(PYTHON) -m venv $(DLT_VENV)
 	$(VENV)/bin/uv pip install --quiet --python $(DLT_VENV)/bin/python -r benchmarks/requirements-dlt.txt
 	touch $@
+
+# dbt (the marts in dags/dbt/) pins versions Airflow conflicts with (protobuf, pathspec): its own venv, which
+# Cosmos runs (DBT_VENV_PATH; the Dockerfile builds the same lock into the Astro image).
+$(DBT_VENV)/.installed: requirements-dbt.lock | $(VENV)/.installed
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(DBT_VENV)/bin/python -r requirements-dbt.lock
+	touch $@
+
+dbt-venv: $(DBT_VENV)/.installed
 
 # The AWS CDK (synthesizes the CloudFormation template), cfn-lint and checkov pin versions Airflow conflicts
 # with: their own venv. The CDK runs on Node.js (node on PATH).
@@ -61,11 +73,13 @@ lock: venv
 		-o benchmarks/requirements-dlt.txt
 	$(VENV)/bin/uv pip compile infra/requirements.in --universal --python-version 3.11 --no-header \
 		-o infra/requirements.txt
-	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile mwaa/requirements-dbt.in --python-version 3.12 \
+	$(VENV)/bin/uv pip compile requirements-dbt.in --universal --python-version 3.11 --no-header \
+		-o requirements-dbt.lock
+	UV_PYTHON_DOWNLOADS=never $(VENV)/bin/uv pip compile requirements-dbt.in --python-version 3.12 \
 		--python-platform x86_64-manylinux_2_34 --only-binary :all: --no-header -o mwaa/requirements-dbt.txt
 	$(PY) -m mwaa.requirements
 
-demo: venv
+demo: venv dbt-venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)") \
 		$(if $(DATASET),--dataset "$(DATASET)")
 
@@ -82,7 +96,15 @@ psql: venv
 	@psql_bin=$$(command -v psql || echo "$$($(PY) -c 'from local_stack.postgres import find_bin_dir; print(find_bin_dir())')/psql"); \
 	eval "$$psql_bin \"$$($(PY) -c 'from local_stack.postgres import dsn; from local_stack.config import Ports; print(dsn(Ports.from_env().postgres))')\" $(ARGS)"
 
-test: venv infra-venv
+# dbt on the local stack's warehouse (the marts DAG runs the same project in Airflow): ARGS="build -s fct_orders+".
+dbt: venv dbt-venv
+	$(PY) -m local_stack.analytics dbt $(ARGS)
+
+# The Streamlit dashboard on the local stack's marts (after make demo), read as the read-only role bi_reader.
+dashboard: venv
+	$(PY) -m local_stack.analytics dashboard
+
+test: venv infra-venv dbt-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).

@@ -21,6 +21,9 @@ def basehook_get_connection_monkeypatch(key: str, *args, **kwargs):
 
 BaseHook.get_connection = basehook_get_connection_monkeypatch
 
+# Cosmos (the marts DAG) would look for its `dbt ls` cache in the mocked Variables below: parse with dbt ls itself.
+os.environ["AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS"] = "False"
+
 _no_default = object()
 
 

@@ -61,6 +61,8 @@ def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(paths.logs / "airflow"),
+        # Cosmos (the marts DAG) reports usage to its vendor unless told not to; the local stack is offline.
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
         "PYTHONPATH": str(PROJECT_ROOT),
         "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         "NO_PROXY": "*",

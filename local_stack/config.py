@@ -48,6 +48,7 @@ class Ports:
     s3: int = 55900
     smtp: int = 55025
     airflow: int = 8080
+    dashboard: int = 8501
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -57,6 +58,7 @@ class Ports:
             s3=int(os.environ.get("LOCAL_S3_PORT", d.s3)),
             smtp=int(os.environ.get("LOCAL_SMTP_PORT", d.smtp)),
             airflow=int(os.environ.get("LOCAL_AIRFLOW_PORT", d.airflow)),
+            dashboard=int(os.environ.get("LOCAL_DASHBOARD_PORT", d.dashboard)),
         )
 
 

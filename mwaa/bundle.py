@@ -3,6 +3,7 @@
 MWAA runs what its source bucket holds, so deploying code means uploading it there:
 
     dags/*.py              -> s3://<environment bucket>/dags/
+    dags/dbt/              -> s3://<environment bucket>/dags/dbt/      (the marts' dbt project, run by Cosmos)
     include/               -> s3://<environment bucket>/dags/include/   (MWAA puts the DAGs folder on sys.path,
                                                                         so the DAGs import `include.etl` as here)
     mwaa/airflowignore     -> dags/.airflowignore                      (the DAG processor skips include/)
@@ -69,6 +70,10 @@ def render_startup(env: dict[str, str]) -> str:
 def files(root: Path = ROOT) -> list[tuple[Path, str]]:
     """(local file, key in the environment bucket) for the DAGs folder and the constraints file."""
     out = [(p, f"dags/{p.name}") for p in sorted((root / "dags").glob("*.py"))]
+    for p in sorted((root / "dags" / "dbt").rglob("*")):  # the dbt project of the marts DAG, without dbt's output
+        parts = set(p.relative_to(root / "dags" / "dbt").parts)
+        if p.is_file() and p.name != ".user.yml" and not {"target", "logs", "dbt_packages"} & parts:
+            out.append((p, f"dags/{p.relative_to(root / 'dags').as_posix()}"))
     for p in sorted((root / "include").rglob("*")):
         if p.is_file() and not SKIP_PARTS & set(p.parts) and p.suffix != ".pyc":
             out.append((p, f"dags/{p.relative_to(root).as_posix()}"))

@@ -45,7 +45,7 @@ def test_startup_script_exports_each_dataset_and_pins_the_dbt_venv(tmp_path: Pat
         in text
     )
     assert "export AIRFLOW_VAR_ORDERS_ALERT_EMAILS=a@example.com,b@example.com" in text
-    for pin in requirements.read_pins(bundle.HERE / "requirements-dbt.in"):
+    for pin in requirements.read_pins(bundle.ROOT / "requirements-dbt.in"):
         assert f"\n{pin.requirement}\n" in text
     assert "@DBT_REQUIREMENTS@" not in text and "# @SETTINGS@" not in text
 

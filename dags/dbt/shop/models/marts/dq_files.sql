@@ -1,0 +1,28 @@
+-- Per raw file version, what the pipeline did with it: the reconciliation read = loaded + rejected + duplicates,
+-- and the files someone has to act on (parked after repeated failures; failed and waiting for the next run).
+select
+    file_version_id,
+    dataset,
+    partition_day,
+    file_name,
+    source_key,
+    status,
+    reason,
+    quarantined,
+    attempts,
+    last_error,
+    rows_read,
+    rows_loaded,
+    rows_rejected,
+    rows_duplicate,
+    status not in ('loaded', 'rejected') or rows_read = rows_loaded + rows_rejected + rows_duplicate as reconciles,
+    status in ('parked', 'failed') as needs_action,
+    encoding,
+    size_bytes,
+    first_seen_at,
+    updated_at,
+    loaded_at,
+    deleted_at,
+    run_id,
+    '{{ run_started_at.isoformat() }}'::timestamptz as built_at
+from {{ ref('stg_file_ledger') }}

@@ -1,0 +1,1 @@
+"""The shop's Streamlit dashboard over the dbt marts (schema `marts`), read-only."""
