@@ -1,8 +1,8 @@
 """The analytics layer against the real local servers: a warehouse database of its own, loaded by the pipeline.
 
-`shop` is a session-wide warehouse database (not the shared `warehouse` one, so no other test's rows or marts
-change what these tests see) that the pipeline DAGs load (`dag.test()`, the `warehouse` connection pointed at
-it) and dbt builds. Days: 2026-09-14 and 2026-09-15, used by no other test.
+`shop` is a warehouse database for this package's tests (not the shared `warehouse` one, so no other test's rows
+or marts change what these tests see) that the pipeline DAGs load (`dag.test()`, the `warehouse` connection
+pointed at it, for this package only) and dbt builds. Days: 2026-09-14 and 2026-09-15, used by no other test.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def use_database(dbname: str) -> dict[str, str]:
     return {"AIRFLOW_CONN_WAREHOUSE": json.dumps({**conn, "schema": dbname})}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def shop(stack: LocalStack) -> Iterator[Warehouse]:
     """The `shop` database, empty; `shop.load(day)` runs the orders and customers DAGs for a day of sample data."""
     pipelines = {dataset: build_pipeline(load_contract(dataset)) for dataset in ("orders", "customers")}
@@ -108,7 +108,7 @@ def _snapshot(shop: Warehouse) -> tuple[dict[str, Any], dict[tuple[Any, ...], An
     return fct, daily, loaded
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def builds(shop: Warehouse) -> Builds:
     result = Builds(shop, [], [], [], [], [])
     for day in DAYS:

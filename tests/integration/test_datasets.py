@@ -3,9 +3,9 @@ contract file (plus its CSVs): its DAG, table and ledger follow."""
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from include.etl import storage
-from include.etl.contract import contract_paths, parse_contract
+from include.etl.contract import parse_contract
 from include.etl.load import load_files
 from include.etl.settings import DatasetSettings
 from include.etl.transform import transform_file
@@ -108,14 +108,11 @@ PRODUCTS = {
 }
 
 
-def test_a_third_dataset_is_one_contract_file_and_its_csv(stack: Any, tmp_path, monkeypatch) -> None:
+def test_a_third_dataset_is_one_contract_file_and_its_csv(stack: Any, contracts_folder: Path) -> None:
     """What the README's "Add a dataset" walks through: a contract file, a CSV in raw/<dataset>/, a run."""
     from airflow.dag_processing.dagbag import DagBag
 
-    for path in contract_paths():
-        shutil.copy(path, tmp_path / path.name)
-    (tmp_path / "products.yml").write_text(yaml.safe_dump(PRODUCTS), encoding="utf-8")
-    monkeypatch.setenv("ETL_CONTRACTS_DIR", str(tmp_path))
+    (contracts_folder / "products.yml").write_text(yaml.safe_dump(PRODUCTS), encoding="utf-8")
     stack.seed(
         {"2026-05-10": {"catalogue.csv": b"Article Number,product_name,list_price,active\nSKU-1,Desk Lamp,19.90,\n"}},
         dataset="products",

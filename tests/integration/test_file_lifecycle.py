@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from include.etl import transform as transform_module
-from include.etl.contract import contract_paths, load_contract
+from include.etl.contract import load_contract
 from local_stack.config import PROJECT_ROOT
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER, html_body, mails
@@ -160,20 +160,15 @@ def test_skip_files_needs_the_keys_to_give_up_on(stack, dag) -> None:
     assert 'skip_files takes the raw keys to give up on, not "all"' in html.unescape(html_body(alert))
 
 
-def test_a_deleted_file_loses_its_rows_when_the_contract_says_remove(stack, warehouse, tmp_path, monkeypatch) -> None:
+def test_a_deleted_file_loses_its_rows_when_the_contract_says_remove(stack, warehouse, contracts_folder) -> None:
     """A dataset whose contract says `on_source_delete: remove`: a contract file beside the shipped ones."""
-    import shutil
-
     import yaml
     from airflow.dag_processing.dagbag import DagBag
 
-    for path in contract_paths():
-        shutil.copy(path, tmp_path / path.name)
     doc = load_contract("orders").to_document()
     doc.update(dataset="orders_rm", table="analytics.orders_rm", ledger_table="etl.orders_rm_file_ledger")
     doc["on_source_delete"] = "remove"
-    (tmp_path / "orders_rm.yml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    monkeypatch.setenv("ETL_CONTRACTS_DIR", str(tmp_path))
+    (contracts_folder / "orders_rm.yml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     removable = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["orders_rm_pipeline"]
     day = "2026-04-05"
     s3 = stack.s3()
