@@ -4,7 +4,7 @@
 local PostgreSQL (so the LocalExecutor runs tasks in parallel); connections and
 variables come from `airflow_settings.yaml` via local_stack.settings. With the
 CeleryExecutor (local_stack.workers) the same services queue tasks on Redis for the
-Celery workers.
+Celery workers. Every task run writes its OpenLineage events to `.local/lineage/`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 
 from local_stack import processes, s3, settings, workers
 from local_stack.config import AIRFLOW_DB, DB_USER, PROJECT_ROOT, ExecutorChoice, Ports, StackPaths, datasets
+
+LINEAGE_NAMESPACE = "csv-etl-local"
 
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -39,6 +41,15 @@ def fernet_key(paths: StackPaths) -> str:
         path.write_text(found.group(1) if found else Fernet.generate_key().decode(), encoding="ascii")
         path.chmod(0o600)
     return path.read_text(encoding="ascii").strip()
+
+
+def lineage_env(paths: StackPaths) -> dict[str, str]:
+    """OpenLineage to a file: one JSON event per line, appended by every task process of the stack."""
+    transport = {"type": "file", "log_file_path": str(paths.lineage), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": LINEAGE_NAMESPACE,
+    }
 
 
 def environment(paths: StackPaths, ports: Ports, executor: ExecutorChoice | None = None) -> dict[str, str]:
@@ -74,6 +85,7 @@ def environment(paths: StackPaths, ports: Ports, executor: ExecutorChoice | None
     for dataset in datasets():  # one SQS queue of S3 notifications per dataset (a parse-time setting)
         env[f"AIRFLOW_VAR_{dataset.upper()}_EVENTS_QUEUE_URL"] = s3.events_queue_url(ports.s3, dataset)
     env.update(settings.airflow_env(ports))
+    env.update(lineage_env(paths))
     if executor is not None and executor.is_celery:
         env.update(workers.celery_env(ports, executor, parallelism))
     return env

@@ -134,6 +134,7 @@ def _up(args: argparse.Namespace) -> int:
             print(f"Celery      CeleryExecutor, workers {', '.join(workers.running(stack.paths))} ({slots} slots each)")
         else:
             print("Executor    LocalExecutor")
+        print(f"Lineage     OpenLineage events in {stack.paths.lineage}")
     print(f"Logs in {stack.paths.logs}. Stop everything with: make down")
     return 0
 
@@ -203,6 +204,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     print_summary(stack, {dataset: list(files) for dataset, files in batches.items()}, log)
     print(f"Dashboard:         make dashboard   (http://localhost:{stack.ports.dashboard}, marts read as bi_reader)")
+    events = stack.paths.lineage
+    count = sum(1 for _ in events.open()) if events.exists() else 0
+    print(f"Lineage: {count} OpenLineage events in {events} (one JSON event per line)")
     print(f"\nDone in {time.monotonic() - started:.0f}s.")
     return 1 if failed or not marts_ok else 0
 
