@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine: `make demo` and `make test`.
-# Ports: LOCAL_PG_PORT, LOCAL_S3_PORT, LOCAL_SMTP_PORT, LOCAL_AIRFLOW_PORT; state: LOCAL_STATE_DIR (.local)
+# Ports: LOCAL_PG_PORT, LOCAL_S3_PORT, LOCAL_SMTP_PORT, LOCAL_AIRFLOW_PORT, LOCAL_REDIS_PORT;
+# state: LOCAL_STATE_DIR (.local)
 # (see local_stack/config.py).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -16,6 +17,7 @@ help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
 	@echo "make test   - run the tests (starts its own servers)"
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
+	@echo "              EXECUTOR=celery WORKERS=2: CeleryExecutor with Redis and two Celery workers"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
 	@echo "make bench  - the pipeline against bare COPY, to_sql, insert_rows and dlt (ROWS=2000000)"
 	@echo "make lint   - ruff and mypy"
@@ -83,8 +85,9 @@ demo: venv dbt-venv
 	$(PY) -m local_stack demo $(if $(DATA),--data "$(DATA)") $(if $(DATE),--date "$(DATE)") \
 		$(if $(DATASET),--dataset "$(DATASET)")
 
+# EXECUTOR=celery [WORKERS=2]: Redis and Celery workers beside the scheduler (LocalExecutor by default).
 up: venv
-	$(PY) -m local_stack up --airflow
+	$(PY) -m local_stack up --airflow $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(WORKERS),--workers $(WORKERS))
 
 down:
 	@if [ -x $(PY) ]; then $(PY) -m local_stack down; else echo "nothing to stop"; fi

@@ -25,18 +25,20 @@ import psycopg
 
 from benchmarks.methods import table_checksum
 from benchmarks.procwatch import PeakRss
-from local_stack import airflow, postgres
-from local_stack.config import PROJECT_ROOT, Ports
+from local_stack import airflow, broker, postgres, workers
+from local_stack.config import PROJECT_ROOT, ExecutorChoice, Ports
 from local_stack.sample_orders import generate_day
 from local_stack.stack import LocalStack
 
 DAY = date(2026, 1, 15)
 PREFIX = "bench"
-DEFAULT_METHODS = ("ours", "dag", "copy_limit", "to_sql", "insert_rows", "dlt_arrow", "dlt_csv")
+DEFAULT_METHODS = ("ours", "dag", "dag_celery", "copy_limit", "to_sql", "insert_rows", "dlt_arrow", "dlt_csv")
+# The DAG through Airflow: the LocalExecutor, and the CeleryExecutor with --workers Celery workers.
+DAG_METHODS = {"dag": "LocalExecutor", "dag_celery": "CeleryExecutor"}
 # dlt's pins conflict with Airflow's: these run in dlt's own venv (make .venv-dlt/.installed).
 DLT_METHODS = {"dlt_arrow", "dlt_csv"}
 # Methods that load the keyed table from an empty warehouse (its checksum is compared across them).
-LOADING_METHODS = {"ours", "dag"}
+LOADING_METHODS = {"ours", *DAG_METHODS}
 DLT_PYTHON = PROJECT_ROOT / ".venv-dlt" / "bin" / "python"
 CLEAN_COLUMNS = (
     "order_id",
@@ -71,6 +73,9 @@ def _config(stack: LocalStack, args: argparse.Namespace, out: Path) -> dict[str,
         "AIRFLOW__CORE__PARALLELISM": str(os.cpu_count() or 2),
         "AIRFLOW_VAR_ORDERS_EVENTS_QUEUE_URL": "",
     }
+    # As many task slots in all as the LocalExecutor's parallelism (cores), shared out over the workers.
+    executor = _celery(args)
+    celery_env = {**airflow_env, **workers.celery_env(stack.ports, executor, os.cpu_count() or 2)}
     return {
         "dsn": postgres.dsn(stack.ports.postgres),
         "s3_port": stack.ports.s3,
@@ -83,7 +88,13 @@ def _config(stack: LocalStack, args: argparse.Namespace, out: Path) -> dict[str,
         "subset_rows": min(args.subset_rows, args.rows),
         "clean_csv": str(out / "clean.csv"),
         "airflow_env": airflow_env,
+        "celery_env": celery_env,
+        "celery_workers": executor.workers,
     }
+
+
+def _celery(args: argparse.Namespace) -> ExecutorChoice:
+    return ExecutorChoice.celery(args.workers, max(1, (os.cpu_count() or 2) // args.workers))
 
 
 def _reset(dsn: str) -> None:
@@ -251,6 +262,7 @@ def main() -> int:
         default="1000000,10000000",
         help="file sizes (rows) for the transform-memory check; empty to skip",
     )
+    parser.add_argument("--workers", type=int, default=2, help="Celery workers of dag_celery (default 2)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
     parser.add_argument(
         "--baseline",
@@ -261,7 +273,7 @@ def main() -> int:
     args = parser.parse_args()
     methods = [m for m in args.methods.split(",") if m]
     args.out.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(args.out / "stack", Ports(_free_port(), _free_port(), _free_port(), _free_port()))
+    stack = LocalStack(args.out / "stack", Ports(_free_port(), _free_port(), _free_port(), _free_port(), _free_port()))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     try:
         stack.start()
@@ -276,8 +288,12 @@ def main() -> int:
         if args.baseline:
             cfg["baseline"] = str(args.baseline.resolve())
             methods += [m + BASE for m in args.baseline_methods.split(",") if m]
-        if "dag" in methods:  # `dags test --use-executor` runs tasks through the execution API
+        if DAG_METHODS.keys() & {m.removesuffix(BASE) for m in methods}:  # `dags test --use-executor`: tasks
+            # run through the execution API
             airflow.start_services(stack.paths, stack.ports, cfg["airflow_env"], services=("api-server",))
+        if "dag_celery" in methods:  # the broker and the workers; `dags test` is the scheduler's stand-in
+            broker.start(stack.paths, stack.ports.redis)
+            workers.start(stack.paths, cfg["celery_env"], _celery(args))
         _prepare_clean_rows(cfg)
         results = []
         for repeat in range(args.repeats):
@@ -323,7 +339,7 @@ def main() -> int:
         print("\n" + md)
         print(f"wrote {args.out}/bench.json, bench.md, bench.png")
     finally:
-        stack.stop()
+        stack.stop()  # every Airflow service, Celery worker and Redis too
     return 0
 
 
@@ -402,53 +418,76 @@ def _checksum_markdown(results: list[dict[str, Any]]) -> str:
 
 
 def _orchestration(results: list[dict[str, Any]], suffix: str = "") -> dict[str, Any]:
-    """What Airflow adds: the DAG against `ours` per file, the no-op run, and each task's times."""
-    dag = [r for r in results if r["method"] == "dag" + suffix]
+    """What Airflow adds, per executor: the DAG against `ours` per file, the no-op run, and each task's times.
+
+    `suffix` picks one version of the code: "" this checkout's, BASE the --baseline checkout's.
+    """
     ours = [r for r in results if r["method"] == "ours" + suffix]
-    if not dag:
-        return {}
-    median_run = sorted(dag, key=lambda r: r["seconds"])[len(dag) // 2]
-    out: dict[str, Any] = {
-        "method": "dag" + suffix,
-        "files": median_run["files"],
-        "dag_seconds": round(statistics.median(r["seconds"] for r in dag), 2),
-        "noop_seconds": round(statistics.median(r["noop_seconds"] for r in dag), 2),
-        "tasks": median_run["tasks"],
-        "noop_tasks": median_run["noop_tasks"],
-    }
-    if ours:
-        extra = out["dag_seconds"] - statistics.median(r["seconds"] for r in ours)
-        out["overhead_per_file_seconds"] = round(extra / max(out["files"], 1), 2)
+    out: dict[str, Any] = {}
+    for name, executor in DAG_METHODS.items():
+        method = name + suffix
+        dag = [r for r in results if r["method"] == method]
+        if not dag:
+            continue
+        median_run = sorted(dag, key=lambda r: r["seconds"])[len(dag) // 2]
+        o: dict[str, Any] = {
+            "executor": executor,
+            "runs": len(dag),
+            "files": median_run["files"],
+            "dag_seconds": round(statistics.median(r["seconds"] for r in dag), 2),
+            "noop_seconds": round(statistics.median(r["noop_seconds"] for r in dag), 2),
+            "tasks": median_run["tasks"],
+            "noop_tasks": median_run["noop_tasks"],
+            "transforms_per_host": median_run.get("transforms_per_host", {}),
+        }
+        if ours:
+            extra = o["dag_seconds"] - statistics.median(r["seconds"] for r in ours)
+            o["overhead_per_file_seconds"] = round(extra / max(o["files"], 1), 2)
+        out[method] = o
+    local, celery = "dag" + suffix, "dag_celery" + suffix
+    if local in out and celery in out:
+        out["celery_to_local_ratio"] = round(out[celery]["dag_seconds"] / out[local]["dag_seconds"], 2)
     return out
 
 
-def _orchestration_markdown(o: dict[str, Any]) -> str:
-    if not o:
+def _orchestration_markdown(orchestration: dict[str, Any]) -> str:
+    runs = {m: o for m, o in orchestration.items() if isinstance(o, dict)}
+    if not runs:
         return ""
     lines = [
         "",
-        f"Through the DAG (`{o.get('method', 'dag')}`): {o['dag_seconds']} s for {o['files']} files"
-        + (
-            f", {o['overhead_per_file_seconds']} s per file more than `ours` (same code without Airflow)"
-            if "overhead_per_file_seconds" in o
-            else ""
-        )
-        + f"; a no-op run (no new file) takes {o['noop_seconds']} s.",
+        "Through the DAG (`airflow dags test --use-executor`; medians):",
         "",
-        "| task | instances (full run) | median s (full run) | instances (no-op run) | median s (no-op run) |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| method | executor | files | median s | s per file more than `ours` | no-op run s | transforms per worker |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
+    for method, o in runs.items():
+        hosts = ", ".join(f"{h.split('@')[0]}: {n}" for h, n in sorted(o["transforms_per_host"].items())) or "-"
+        lines.append(
+            f"| {method} | {o['executor']} | {o['files']} | {o['dag_seconds']} | "
+            f"{o.get('overhead_per_file_seconds', '-')} | {o['noop_seconds']} | {hosts} |"
+        )
+    if "celery_to_local_ratio" in orchestration:
+        lines += ["", f"CeleryExecutor / LocalExecutor (median DAG seconds): {orchestration['celery_to_local_ratio']}"]
 
     def seconds(task: dict[str, Any]) -> str:
         if not task:
             return "-"
         return "skipped" if task.get("skipped") == task["instances"] else str(task["median_s"])
 
-    for t in sorted({*o["tasks"], *o["noop_tasks"]}):
-        full, noop = o["tasks"].get(t, {}), o["noop_tasks"].get(t, {})
-        lines.append(
-            f"| {t} | {full.get('instances', 0)} | {seconds(full)} | {noop.get('instances', 0)} | {seconds(noop)} |"
-        )
+    for method, o in runs.items():
+        lines += [
+            "",
+            f"`{method}` ({o['executor']}), per task:",
+            "",
+            "| task | instances (full run) | median s (full run) | instances (no-op run) | median s (no-op run) |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for t in sorted({*o["tasks"], *o["noop_tasks"]}):
+            full, noop = o["tasks"].get(t, {}), o["noop_tasks"].get(t, {})
+            lines.append(
+                f"| {t} | {full.get('instances', 0)} | {seconds(full)} | {noop.get('instances', 0)} | {seconds(noop)} |"
+            )
     return "\n".join(lines) + "\n"
 
 

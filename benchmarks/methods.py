@@ -182,9 +182,9 @@ def insert_rows(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"rows": len(rows), "unit": "clean rows", "seconds": time.perf_counter() - started}
 
 
-def _dags_test(cfg: dict[str, Any]) -> float:
+def _dags_test(cfg: dict[str, Any], airflow_env: dict[str, str]) -> float:
     """One `airflow dags test --use-executor` of the bench day; its wall seconds."""
-    env = {**os.environ, **cfg["airflow_env"]}
+    env = {**os.environ, **airflow_env}
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     started = time.perf_counter()
     result = subprocess.run(
@@ -199,21 +199,27 @@ def _dags_test(cfg: dict[str, Any]) -> float:
     return seconds
 
 
-def _task_stats(cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per task of the latest run: instances, how many were skipped, median seconds running."""
+def _task_stats(cfg: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Per task of the latest run: instances, how many were skipped, median seconds running; and the
+    transform instances per host (with the CeleryExecutor: per worker)."""
     dsn = cfg["airflow_env"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg://", "postgresql://")
+    latest = "(SELECT run_id FROM dag_run WHERE dag_id = 'orders_pipeline' ORDER BY id DESC LIMIT 1)"
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            """
+            f"""
             SELECT task_id, count(*), count(*) FILTER (WHERE state = 'skipped'),
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM end_date - start_date))
             FROM task_instance
-            WHERE run_id = (SELECT run_id FROM dag_run WHERE dag_id = 'orders_pipeline' ORDER BY id DESC LIMIT 1)
-              AND start_date IS NOT NULL
+            WHERE run_id = {latest} AND start_date IS NOT NULL
             GROUP BY task_id
             """
         ).fetchall()
-    return {t: {"instances": n, "skipped": skipped, "median_s": round(run or 0, 2)} for t, n, skipped, run in rows}
+        hosts = conn.execute(
+            f"SELECT hostname, count(*) FROM task_instance WHERE run_id = {latest} AND task_id = 'transform' "
+            "AND hostname IS NOT NULL AND hostname <> '' GROUP BY hostname"
+        ).fetchall()
+    stats = {t: {"instances": n, "skipped": skipped, "median_s": round(run or 0, 2)} for t, n, skipped, run in rows}
+    return stats, {host: n for host, n in hosts}
 
 
 def dag(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -221,21 +227,34 @@ def dag(cfg: dict[str, Any]) -> dict[str, Any]:
 
     Then the same day again, which finds no new file: the no-op run.
     """
-    seconds = _dags_test(cfg)
-    tasks = _task_stats(cfg)
-    noop_seconds = _dags_test(cfg)
+    return _dag_runs(cfg, cfg["airflow_env"])
+
+
+def dag_celery(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`dag` on the CeleryExecutor: Redis as broker, the bench's Celery workers (as many task slots in all as
+    the LocalExecutor's parallelism), each task sent through the broker to a worker."""
+    return _dag_runs(cfg, cfg["celery_env"])
+
+
+def _dag_runs(cfg: dict[str, Any], airflow_env: dict[str, str]) -> dict[str, Any]:
+    seconds = _dags_test(cfg, airflow_env)
+    tasks, hosts = _task_stats(cfg)
+    noop_seconds = _dags_test(cfg, airflow_env)
     with psycopg.connect(cfg["dsn"]) as conn:
         rows, files = conn.execute(
             "SELECT coalesce(sum(rows_read), 0), count(*) FROM etl.orders_file_ledger WHERE status = 'loaded'"
         ).fetchone()
+        checksum = table_checksum(conn)
     return {
         "rows": int(rows),
         "unit": "raw rows",
         "seconds": seconds,
         "files": files,
+        "table_checksum": checksum,
         "tasks": tasks,
+        "transforms_per_host": hosts,
         "noop_seconds": noop_seconds,
-        "noop_tasks": _task_stats(cfg),
+        "noop_tasks": _task_stats(cfg)[0],
     }
 
 
@@ -253,6 +272,7 @@ METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "to_sql": to_sql,
     "insert_rows": insert_rows,
     "dag": dag,
+    "dag_celery": dag_celery,
     "transform_memory": transform_memory,
 }
 

@@ -990,8 +990,8 @@ class EtlStack(Stack):
             ),
             "core.load_examples": "false",
         }
-        # Lineage (a later issue): the OpenLineage provider's transport, e.g. {"type": "http", "url": ...},
-        # passed as CDK context `openlineage_transport` (infra/app.py).
+        # Lineage: the OpenLineage provider's transport, e.g. {"type": "http", "url": ...} (a Marquez or DataHub
+        # endpoint), from `python -m infra.app --openlineage-transport` (infra/app.py).
         if openlineage_transport:
             options["openlineage.transport"] = json.dumps(openlineage_transport)
             options["openlineage.namespace"] = self.env_name.value_as_string

@@ -13,6 +13,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start PostgreSQL, S3 (moto) and SMTP; with --airflow also Airflow")
     up.add_argument("--airflow", action="store_true")
+    up.add_argument(
+        "--executor", choices=("local", "celery"), default="local", help="Airflow's executor (with --airflow)"
+    )
+    up.add_argument("--workers", type=int, default=2, help="Celery workers (with --executor celery)")
     sub.add_parser("down", help="stop every process the stack started")
     sub.add_parser("status", help="show what runs")
     sub.add_parser("env", help="print the environment as shell exports")

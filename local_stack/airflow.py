@@ -2,7 +2,9 @@
 
 `AIRFLOW_HOME` is `.local/airflow`; the metadata DB is the `airflow` database of the
 local PostgreSQL (so the LocalExecutor runs tasks in parallel); connections and
-variables come from `airflow_settings.yaml` via local_stack.settings.
+variables come from `airflow_settings.yaml` via local_stack.settings. With the
+CeleryExecutor (local_stack.workers) the same services queue tasks on Redis for the
+Celery workers. Every task run writes its OpenLineage events to `.local/lineage/`.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local_stack import processes, s3, settings
-from local_stack.config import AIRFLOW_DB, DB_USER, PROJECT_ROOT, Ports, StackPaths, datasets
+from local_stack import processes, s3, settings, workers
+from local_stack.config import AIRFLOW_DB, DB_USER, PROJECT_ROOT, ExecutorChoice, Ports, StackPaths, datasets
+
+LINEAGE_NAMESPACE = "csv-etl-local"
 
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -39,9 +43,19 @@ def fernet_key(paths: StackPaths) -> str:
     return path.read_text(encoding="ascii").strip()
 
 
-def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
+def lineage_env(paths: StackPaths) -> dict[str, str]:
+    """OpenLineage to a file: one JSON event per line, appended by every task process of the stack."""
+    transport = {"type": "file", "log_file_path": str(paths.lineage), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": LINEAGE_NAMESPACE,
+    }
+
+
+def environment(paths: StackPaths, ports: Ports, executor: ExecutorChoice | None = None) -> dict[str, str]:
     """The full environment for Airflow commands and for DAG tests on the local stack."""
     venv_bin = str(Path(sys.executable).parent)
+    parallelism = max(2, os.cpu_count() or 2) * 2
     env = {
         "AIRFLOW__CORE__FERNET_KEY": fernet_key(paths),
         "AIRFLOW_HOME": str(paths.airflow_home),
@@ -50,7 +64,7 @@ def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
         # The local stack's DAGs are ready to run: an upload starts a run without unpausing first.
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(max(2, os.cpu_count() or 2) * 2),
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
             f"postgresql+psycopg://{DB_USER}@127.0.0.1:{ports.postgres}/{AIRFLOW_DB}"
         ),
@@ -71,6 +85,9 @@ def environment(paths: StackPaths, ports: Ports) -> dict[str, str]:
     for dataset in datasets():  # one SQS queue of S3 notifications per dataset (a parse-time setting)
         env[f"AIRFLOW_VAR_{dataset.upper()}_EVENTS_QUEUE_URL"] = s3.events_queue_url(ports.s3, dataset)
     env.update(settings.airflow_env(ports))
+    env.update(lineage_env(paths))
+    if executor is not None and executor.is_celery:
+        env.update(workers.celery_env(ports, executor, parallelism))
     return env
 
 

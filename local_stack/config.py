@@ -1,13 +1,15 @@
 """Local stack layout and ports: the one place their defaults live.
 
 Override any port with an environment variable (`LOCAL_PG_PORT=6543 make up`), and the state
-folder with LOCAL_STATE_DIR (two stacks side by side need both).
+folder with LOCAL_STATE_DIR (two stacks side by side need both). LOCAL_REDIS_PORT is the Celery
+broker's (`make up EXECUTOR=celery`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +51,7 @@ class Ports:
     smtp: int = 55025
     airflow: int = 8080
     dashboard: int = 8501
+    redis: int = 56379  # the Celery broker (make up EXECUTOR=celery)
 
     @classmethod
     def from_env(cls) -> Ports:
@@ -59,6 +62,7 @@ class Ports:
             smtp=int(os.environ.get("LOCAL_SMTP_PORT", d.smtp)),
             airflow=int(os.environ.get("LOCAL_AIRFLOW_PORT", d.airflow)),
             dashboard=int(os.environ.get("LOCAL_DASHBOARD_PORT", d.dashboard)),
+            redis=int(os.environ.get("LOCAL_REDIS_PORT", d.redis)),
         )
 
 
@@ -92,6 +96,65 @@ class StackPaths:
     def airflow_home(self) -> Path:
         return self.root / "airflow"
 
+    @property
+    def redis(self) -> Path:
+        return self.root / "redis"
+
+    @property
+    def workers(self) -> Path:
+        """One scratch folder per Celery worker (its working directory and TMPDIR)."""
+        return self.root / "workers"
+
+    @property
+    def lineage(self) -> Path:
+        """OpenLineage events of every task run on this stack, one JSON event per line."""
+        return self.root / "lineage" / "openlineage.jsonl"
+
+    @property
+    def executor_file(self) -> Path:
+        """Which executor `up` started (read by `down`, `env` and `status`)."""
+        return self.root / "executor.json"
+
     def make(self) -> None:
-        for p in (self.root, self.logs, self.pids, self.mailbox, self.airflow_home):
+        for p in (self.root, self.logs, self.pids, self.mailbox, self.airflow_home, self.lineage.parent):
             p.mkdir(parents=True, exist_ok=True)
+
+
+EXECUTORS = ("local", "celery")
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """Which executor the stack's Airflow runs: LocalExecutor, or CeleryExecutor with `workers` Celery workers.
+
+    `concurrency` is each worker's task slots (0: the stack's parallelism shared out over the workers).
+    """
+
+    kind: str = "local"
+    workers: int = 0
+    concurrency: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {self.kind!r}")
+        if self.kind == "celery" and self.workers < 1:
+            raise ValueError("the celery executor needs at least one worker")
+
+    @classmethod
+    def celery(cls, workers: int = 2, concurrency: int = 0) -> ExecutorChoice:
+        return cls("celery", workers, concurrency)
+
+    @property
+    def is_celery(self) -> bool:
+        return self.kind == "celery"
+
+    def save(self, paths: StackPaths) -> None:
+        paths.executor_file.write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def load(cls, paths: StackPaths) -> ExecutorChoice:
+        """The executor `up` started in this state folder (LocalExecutor when nothing was saved)."""
+        try:
+            return cls(**json.loads(paths.executor_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return cls()

@@ -105,6 +105,20 @@ def stop(name: str, pid_dir: Path, timeout: float = 20) -> bool:
     return True
 
 
+def kill(name: str, pid_dir: Path) -> int:
+    """SIGKILL the process group recorded for name at once (no shutdown); returns its PID (0 if none ran)."""
+    pid_file = pid_dir / f"{name}.pid"
+    pid = read_pid(pid_file)
+    pid_file.unlink(missing_ok=True)
+    if pid is None:
+        return 0
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (pid_alive(pid) or _group_alive(pid)):
+        time.sleep(0.05)
+    return pid
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)

@@ -13,8 +13,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from local_stack import airflow, mailbox, postgres, processes, s3, sample_customers, sample_orders
-from local_stack.config import BUCKETS, Ports, StackPaths, datasets, raw_prefix, state_dir
+from local_stack import airflow, broker, mailbox, postgres, processes, s3, sample_customers, sample_orders, workers
+from local_stack.config import BUCKETS, ExecutorChoice, Ports, StackPaths, datasets, raw_prefix, state_dir
 
 SAMPLE_DAYS = [date(2026, 11, 24) + timedelta(days=i) for i in range(3)]
 # The demo's sample data per dataset: {day: {file name: bytes}}.
@@ -31,13 +31,15 @@ def dag_id(dataset: str) -> str:
 class LocalStack:
     """The embedded servers of one state folder, on one set of ports."""
 
-    def __init__(self, root: Path | None = None, ports: Ports | None = None) -> None:
+    def __init__(self, root: Path | None = None, ports: Ports | None = None, executor: ExecutorChoice | None = None):
         self.paths = StackPaths(root or state_dir())
         self.ports = ports or Ports.from_env()
+        # Without a choice: the executor `up` last started in this state folder (LocalExecutor if none).
+        self.executor = executor or ExecutorChoice.load(self.paths)
 
     @property
     def env(self) -> dict[str, str]:
-        return airflow.environment(self.paths, self.ports)
+        return airflow.environment(self.paths, self.ports, self.executor)
 
     def start(self, with_airflow: bool = False) -> None:
         self.paths.make()
@@ -53,10 +55,19 @@ class LocalStack:
         processes.wait_for_port(self.ports.smtp, 30, "SMTP sink", self.paths.logs / "smtp.log", pid)
         airflow.migrate(self.env)
         if with_airflow:
+            self.executor.save(self.paths)
+            if self.executor.is_celery:
+                broker.start(self.paths, self.ports.redis)
             airflow.start_services(self.paths, self.ports, self.env)
+            if self.executor.is_celery:
+                workers.start(self.paths, self.env, self.executor)
 
     def stop(self) -> list[str]:
         stopped = [f"airflow {s}" for s in airflow.stop_services(self.paths)]
+        stopped += workers.stop(self.paths)
+        if broker.stop(self.paths):
+            stopped.append("redis")
+        self.paths.executor_file.unlink(missing_ok=True)
         stopped += [n for n in ("smtp", "moto") if processes.stop(n, self.paths.pids)]
         if postgres.stop(self.paths):
             stopped.append("postgres")
@@ -104,7 +115,10 @@ def _holds(client: Any, key: str, body: bytes) -> bool:
 
 
 def _up(args: argparse.Namespace) -> int:
-    stack = LocalStack()
+    if args.executor == "celery" and not args.airflow:
+        raise SystemExit("the celery executor runs with Airflow: make up EXECUTOR=celery (up --airflow)")
+    choice = ExecutorChoice.celery(args.workers) if args.executor == "celery" else ExecutorChoice()
+    stack = LocalStack(executor=choice)
     stack.start(with_airflow=args.airflow)
     p = stack.ports
     print(f"PostgreSQL  127.0.0.1:{p.postgres} (databases warehouse, airflow; user etl)")
@@ -113,6 +127,14 @@ def _up(args: argparse.Namespace) -> int:
     if args.airflow:
         password = airflow.admin_password(stack.paths)
         print(f"Airflow UI  http://localhost:{p.airflow}  login: admin / {password}")
+        if choice.is_celery:
+            binary = broker.find_server()
+            slots = stack.env["AIRFLOW__CELERY__WORKER_CONCURRENCY"]
+            print(f"Redis       {broker.url(p.redis)} (Redis {broker.version(binary)}, {binary}): the Celery broker")
+            print(f"Celery      CeleryExecutor, workers {', '.join(workers.running(stack.paths))} ({slots} slots each)")
+        else:
+            print("Executor    LocalExecutor")
+        print(f"Lineage     OpenLineage events in {stack.paths.lineage}")
     print(f"Logs in {stack.paths.logs}. Stop everything with: make down")
     return 0
 
@@ -128,6 +150,9 @@ def _status(args: argparse.Namespace) -> int:
     p = stack.ports
     for name, port in (("postgres", p.postgres), ("s3", p.s3), ("smtp", p.smtp), ("airflow", p.airflow)):
         print(f"{name:9} {'up' if processes.port_open(port) else 'down':5} port {port}")
+    if stack.executor.is_celery:
+        print(f"{'redis':9} {'up' if broker.ping(p.redis) else 'down':5} port {p.redis}")
+        print(f"{'workers':9} {', '.join(workers.running(stack.paths)) or 'none running'}")
     return 0
 
 
@@ -179,6 +204,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     print_summary(stack, {dataset: list(files) for dataset, files in batches.items()}, log)
     print(f"Dashboard:         make dashboard   (http://localhost:{stack.ports.dashboard}, marts read as bi_reader)")
+    events = stack.paths.lineage
+    count = sum(1 for _ in events.open()) if events.exists() else 0
+    print(f"Lineage: {count} OpenLineage events in {events} (one JSON event per line)")
     print(f"\nDone in {time.monotonic() - started:.0f}s.")
     return 1 if failed or not marts_ok else 0
 

@@ -29,7 +29,9 @@ def _free_port() -> int:
 
 _STATE = Path(tempfile.mkdtemp(prefix="orders-etl-tests-"))
 os.chmod(_STATE, 0o755)
-_STACK = LocalStack(_STATE, Ports(postgres=_free_port(), s3=_free_port(), smtp=_free_port(), airflow=_free_port()))
+_STACK = LocalStack(
+    _STATE, Ports(postgres=_free_port(), s3=_free_port(), smtp=_free_port(), airflow=_free_port(), redis=_free_port())
+)
 os.environ.update(_STACK.env)
 # Retry quickly in tests (the DAGs keep their retries; only the wait shrinks).
 for _dataset in ("orders", "customers", "marts"):

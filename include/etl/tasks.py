@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from include.etl import ledger, notify, storage
+from include.etl import ledger, lineage, notify, storage
 from include.etl.batching import group_files, group_label
 from include.etl.contract import Contract
 from include.etl.events import keys_from_asset_events, partitions_of
@@ -33,16 +33,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def s3_client() -> Any:
+def s3_hook() -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+    return S3Hook(aws_conn_id=AWS_CONN_ID)
+
+
+def s3_client() -> Any:
+    return s3_hook().get_conn()
+
+
+def pg_hook() -> Any:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=POSTGRES_CONN_ID)
 
 
 def pg_connect() -> Any:
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    return PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_conn()
+    return pg_hook().get_conn()
 
 
 def _params(context: Any) -> dict[str, Any]:
@@ -177,8 +185,9 @@ def transform(context: Any, contract: Contract, files: list[RawFile]) -> list[di
     settings = DatasetSettings.from_airflow(contract.dataset)
     ti = context["ti"]
     last_try = ti.try_number > ti.max_tries
-    s3 = s3_client()
-    results: list[dict[str, Any]] = []
+    hook = s3_hook()
+    s3 = hook.get_conn()
+    results: list[FileResult] = []
     for f in files:
         obj = RawObject.from_dict(f)
         try:
@@ -188,8 +197,9 @@ def transform(context: Any, contract: Contract, files: list[RawFile]) -> list[di
                 raise  # Airflow retries the task
             log.exception("%s: transform failed", obj.key)
             result = FileResult.for_version(obj, status="failed", error=describe(exc))
-        results.append(result.to_dict())
-    return results
+        results.append(result)
+    lineage.report(lambda: lineage.transformed(results, settings), hook)
+    return [r.to_dict() for r in results]
 
 
 def _transform_results(context: Any, groups: list[list[RawFile]] | None) -> list[FileResult]:
@@ -248,6 +258,9 @@ def load(context: Any, contract: Contract, groups: list[list[RawFile]]) -> dict[
     )
     for change in report.schema_changes:
         log.warning("schema change applied to %s: %s", contract.table, change)
+    warehouse = pg_hook()
+    table = functools.partial(lineage.table_of, warehouse, POSTGRES_CONN_ID, contract.table)
+    lineage.report(lambda: lineage.loaded(report.files, settings, table(), report.table_changed), s3_hook(), warehouse)
     return _summary(context, contract, report, listing)
 
 
@@ -279,8 +292,11 @@ def validation_report(context: Any, contract: Contract, groups: list[list[RawFil
     processed = [r for r in _transform_results(context, groups) if r.status == "processed" and r.processed_key]
     if not processed:
         return []
-    validator, s3 = SuiteValidator.for_contract(contract), s3_client()
-    return [validate_processed(s3, r, validator, settings) for r in processed]
+    validator, hook = SuiteValidator.for_contract(contract), s3_hook()
+    s3 = hook.get_conn()
+    reports = [validate_processed(s3, r, validator, settings) for r in processed]
+    lineage.report(lambda: lineage.validated(reports, processed, settings), hook)
+    return reports
 
 
 @fail_fast

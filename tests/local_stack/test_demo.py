@@ -6,6 +6,7 @@ run finds every file already there and in the ledger, and leaves the tables as t
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -80,6 +81,17 @@ def test_make_demo_loads_every_dataset_then_a_second_run_changes_nothing(demo_en
     assert tables["analytics.customers"][0] == live
     mailbox = Path(demo_env["LOCAL_STATE_DIR"]) / "mailbox"
     assert len(list(mailbox.glob("*.eml"))) == 6
+    # OpenLineage events in the state folder: each load wrote its table.
+    events_file = Path(demo_env["LOCAL_STATE_DIR"]) / "lineage" / "openlineage.jsonl"
+    assert re.search(rf"Lineage: [1-9]\d* OpenLineage events in {re.escape(str(events_file))}", first)
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    written = {
+        (e["job"]["name"], d["name"]) for e in events if e["eventType"] == "COMPLETE" for d in e.get("outputs", [])
+    }
+    assert {
+        ("orders_pipeline.load", "warehouse.analytics.orders"),
+        ("customers_pipeline.load", "warehouse.analytics.customers"),
+    } <= written
 
     second = _demo(demo_env)
     assert "Seeded 0 raw CSV files into s3://raw/raw/orders/" in second
