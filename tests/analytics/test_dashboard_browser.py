@@ -83,15 +83,22 @@ def dashboard(builds: Builds, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
+def _wait(driver: Any, seconds: float) -> Any:
+    """WebDriverWait that looks again when Streamlit redraws an element between finding and reading it."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, seconds, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+
+
 def _rendered_charts(driver: Any, at_least: int) -> Any:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     def drawn(d: Any) -> bool:  # a Vega chart has drawn when its canvas (or SVG) exists and has a size
         marks = d.find_elements(By.CSS_SELECTOR, f"{CHARTS} canvas, {CHARTS} svg")
         return len([m for m in marks if m.size["width"] > 100 and m.size["height"] > 100]) >= at_least
 
-    WebDriverWait(driver, 90).until(drawn)
+    _wait(driver, 90).until(drawn)
     return driver
 
 
@@ -109,16 +116,19 @@ def test_the_dashboard_renders_its_charts_in_chromium(
     builds: Builds, dashboard: str, browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(dashboard)
     _rendered_charts(browser, 3)
     revenue = builds.shop.scalar("select sum(total_price) from analytics.orders")
-    metrics = [m.text for m in browser.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]')]
-    assert f"{revenue:,.2f}" in metrics
+
+    def metrics(d: Any) -> list[str]:
+        return [m.text for m in d.find_elements(By.CSS_SELECTOR, '[data-testid="stMetricValue"]')]
+
+    expected = f"{revenue:,.2f}"
+    _wait(browser, 30).until(lambda d: expected in metrics(d), f"no metric shows the revenue {expected}")
     _save(browser, tmp_path, "dashboard-sales.png")
 
-    link = WebDriverWait(browser, 30).until(
+    link = _wait(browser, 30).until(
         lambda d: next(
             (
                 a
@@ -129,6 +139,6 @@ def test_the_dashboard_renders_its_charts_in_chromium(
         )
     )
     link.click()
-    WebDriverWait(browser, 60).until(lambda d: "Data quality" in d.find_element(By.TAG_NAME, "h1").text)
+    _wait(browser, 60).until(lambda d: "Data quality" in d.find_element(By.TAG_NAME, "h1").text)
     _rendered_charts(browser, 1)
     _save(browser, tmp_path, "dashboard-quality.png")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from datetime import date
-from typing import Any
 
 import psycopg
 import pytest
@@ -16,9 +15,9 @@ import pytest
 from include.etl.contract import load_contract
 from include.etl.load import prepare_tables
 from local_stack import airflow, postgres
-from local_stack.config import AIRFLOW_DB
 from local_stack.sample_orders import generate as generate_orders
 from local_stack.stack import LocalStack
+from tests.integration.conftest import metadata_db, purge_event_queues, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -27,31 +26,18 @@ DAGS = ("orders_pipeline", "marts")
 WAIT_S = 900
 
 
-def _wait(what: str, timeout: float, check: Any, interval: float = 2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _meta(stack: LocalStack) -> psycopg.Connection:
-    return psycopg.connect(postgres.dsn(stack.ports.postgres, AIRFLOW_DB), autocommit=True)
-
-
 @pytest.fixture(scope="module")
 def scheduler(stack: LocalStack) -> Iterator[LocalStack]:
     with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn:  # the marts' sources exist from the start
         for dataset in ("orders", "customers"):
             prepare_tables(conn, load_contract(dataset))
-    with _meta(stack) as meta:  # marts runs that earlier tests' loads queued are not this test's
+    with metadata_db(stack) as meta:  # marts runs that earlier tests' loads queued are not this test's
         meta.execute("delete from asset_dag_run_queue where target_dag_id = 'marts'")
+    purge_event_queues(stack)
     env = {**stack.env, "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS": "True"}  # production's setting
     airflow.start_services(stack.paths, stack.ports, env)
     try:
-        _wait(
+        wait_for(
             "the DAGs to be parsed",
             300,
             lambda: all(d in airflow.run(["dags", "list"], stack.env).stdout for d in DAGS),
@@ -68,7 +54,7 @@ def _parsed(stack: LocalStack) -> bool:
 
 
 def _marts_runs(stack: LocalStack, since: float) -> list[tuple[str, str]]:
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         return meta.execute(
             "select run_id, state from dag_run where dag_id = 'marts' and run_type = 'asset_triggered' "
             "and queued_at >= to_timestamp(%s) order by queued_at",
@@ -82,10 +68,11 @@ def test_a_load_that_changed_the_table_runs_the_marts(scheduler: LocalStack) -> 
     stack.seed(generate_orders([DAY], files=2, rows_per_file=100), "orders")  # S3 -> SQS -> the pipeline runs
 
     with psycopg.connect(postgres.dsn(stack.ports.postgres), autocommit=True) as wh:
-        loaded = _wait(
+        loaded = wait_for(
             "the day's orders",
             WAIT_S,
             lambda: wh.execute("select count(*) from analytics.orders where order_date = %s", (DAY,)).fetchone()[0],
+            2,
         )
 
         def built() -> bool:
@@ -97,8 +84,8 @@ def test_a_load_that_changed_the_table_runs_the_marts(scheduler: LocalStack) -> 
             query = "select count(*) from marts.fct_orders where order_date = %s"
             return bool(exists) and wh.execute(query, (DAY,)).fetchone()[0] == loaded
 
-        _wait("an asset-triggered marts run that built the day's orders", WAIT_S, built, 5)
-    with _meta(stack) as meta:
+        wait_for("an asset-triggered marts run that built the day's orders", WAIT_S, built, 5)
+    with metadata_db(stack) as meta:
         run_id = _marts_runs(stack, since)[-1][0]
         tasks = dict(
             meta.execute(

@@ -23,11 +23,11 @@ from psycopg.rows import dict_row
 
 from include.etl.contract import load_contract
 from include.etl.schema import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED
-from local_stack import airflow, broker, postgres, workers
-from local_stack.config import AIRFLOW_DB, ExecutorChoice
+from local_stack import airflow, broker, workers
+from local_stack.config import ExecutorChoice
 from local_stack.sample_orders import generate_day
 from local_stack.stack import LocalStack
-from tests.integration.conftest import fresh_database
+from tests.integration.conftest import airflow_cli, fresh_database, isolated_env, metadata_db, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,45 +43,13 @@ EXECUTOR = ExecutorChoice.celery(workers=2, concurrency=1)
 
 def _env(stack: LocalStack, database: str, executor: ExecutorChoice | None) -> dict[str, str]:
     """The stack's Airflow environment on its own prefixes and warehouse database, without event runs."""
-    env = airflow.environment(stack.paths, stack.ports, executor)
-    warehouse = json.loads(env["AIRFLOW_CONN_WAREHOUSE"])
-    warehouse["schema"] = database
-    env.update(
-        {
-            "AIRFLOW_CONN_WAREHOUSE": json.dumps(warehouse),
-            "AIRFLOW_VAR_ORDERS_RAW_PREFIX": RAW,
-            "AIRFLOW_VAR_ORDERS_PROCESSED_PREFIX": PROCESSED,
-            "AIRFLOW_VAR_ORDERS_REJECTED_PREFIX": REJECTED,
-            "AIRFLOW_VAR_ORDERS_EVENTS_QUEUE_URL": "",
-            "AIRFLOW_VAR_CUSTOMERS_EVENTS_QUEUE_URL": "",
-            # A task whose worker is gone stops heartbeating: fail it (and retry it) after 30 s, not 5 min.
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-        }
-    )
+    env = isolated_env(stack, database, "celery", executor)
+    # A task whose worker is gone stops heartbeating: fail it (and retry it) after 30 s, not 5 min.
+    env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "30"
+    env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL"] = "5"
     if executor is None:  # the reference: LocalExecutor with as many slots as the two workers have
         env["AIRFLOW__CORE__PARALLELISM"] = str(EXECUTOR.workers * EXECUTOR.concurrency)
     return env
-
-
-def _cli(env: dict[str, str], *args: str) -> str:
-    result = airflow.run(list(args), env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def _wait(what: str, timeout: float, check: Any, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _meta(stack: LocalStack) -> psycopg.Connection:
-    return psycopg.connect(postgres.dsn(stack.ports.postgres, AIRFLOW_DB), autocommit=True)
 
 
 def _seed(stack: LocalStack) -> dict[date, int]:
@@ -144,7 +112,7 @@ def reference(stack: LocalStack, databases: dict[str, str], api_server: None) ->
     env = _env(stack, "celery_reference", None)
     for day in files:
         started = time.monotonic()
-        _cli(env, "dags", "test", DAG_ID, "--use-executor", "--conf", json.dumps({"day": day.isoformat()}))
+        airflow_cli(env, "dags", "test", DAG_ID, "--use-executor", "--conf", json.dumps({"day": day.isoformat()}))
         print(f"\nLocalExecutor reference run of {day}: {time.monotonic() - started:.0f}s")
     with psycopg.connect(databases["reference"], autocommit=True) as conn:
         for day, count in files.items():
@@ -160,10 +128,10 @@ def celery(stack: LocalStack, reference: dict[date, tuple[int, str]]) -> Iterato
         broker.start(stack.paths, stack.ports.redis)
         workers.start(stack.paths, env, EXECUTOR)
         airflow.start_services(stack.paths, stack.ports, env, services=("scheduler", "dag-processor"))
-        _wait(
+        wait_for(
             "the DAGs to be parsed", 180, lambda: "customers_pipeline" in airflow.run(["dags", "list"], env).stdout, 2
         )
-        _cli(env, "dags", "pause", "customers_pipeline")  # only the runs under test
+        airflow_cli(env, "dags", "pause", "customers_pipeline")  # only the runs under test
         yield env
     finally:
         airflow.run(["dags", "unpause", "customers_pipeline"], env)
@@ -171,18 +139,18 @@ def celery(stack: LocalStack, reference: dict[date, tuple[int, str]]) -> Iterato
 
 def _trigger(stack: LocalStack, env: dict[str, str], day: date) -> str:
     run_id = f"celery-{day}-{time.time_ns()}"
-    _cli(env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps({"day": day.isoformat()}))
+    airflow_cli(env, "dags", "trigger", DAG_ID, "--run-id", run_id, "--conf", json.dumps({"day": day.isoformat()}))
     return run_id
 
 
 def _run_state(stack: LocalStack, run_id: str) -> str | None:
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         row = meta.execute("SELECT state FROM dag_run WHERE dag_id = %s AND run_id = %s", (DAG_ID, run_id)).fetchone()
     return row[0] if row and row[0] in ("success", "failed") else None
 
 
 def _task_instances(stack: LocalStack, run_id: str) -> list[dict[str, Any]]:
-    with _meta(stack) as meta, meta.cursor(row_factory=dict_row) as cur:
+    with metadata_db(stack) as meta, meta.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT task_id, map_index, rendered_map_index, state, hostname, try_number FROM task_instance "
             "WHERE dag_id = %s AND run_id = %s",
@@ -192,7 +160,7 @@ def _task_instances(stack: LocalStack, run_id: str) -> list[dict[str, Any]]:
 
 def _map_index_of(stack: LocalStack, run_id: str, name: str) -> int | None:
     """The transform map index of a file, from list_files' groups (its label is rendered only when it ends)."""
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         row = meta.execute(
             "SELECT value FROM xcom WHERE dag_id = %s AND run_id = %s AND task_id = 'list_files' "
             "AND key = 'return_value'",
@@ -212,7 +180,7 @@ def test_mapped_transforms_run_on_both_workers_and_the_table_equals_the_local_ex
     stack: LocalStack, celery: dict[str, str], reference: dict[date, tuple[int, str]], databases: dict[str, str]
 ) -> None:
     run_id, started = _trigger(stack, celery, MANY), time.monotonic()
-    assert _wait("the run to end", RUN_WAIT_S, lambda: _run_state(stack, run_id), 1) == "success"
+    assert wait_for("the run to end", RUN_WAIT_S, lambda: _run_state(stack, run_id), 1) == "success"
     tis = _task_instances(stack, run_id)
     transforms = [t for t in tis if t["task_id"] == "transform"]
     assert len(transforms) == FILES and {t["state"] for t in transforms} == {"success"}
@@ -248,17 +216,17 @@ def test_a_killed_workers_task_is_retried_on_the_other_and_the_table_is_still_ex
 
     assert set(workers.running(stack.paths)) == {"worker-1", "worker-2"}
     run_id = _trigger(stack, celery, KILLED)
-    victim_ti = _wait("the large file's transform to start", 300, big_transform_running, 0.1)
+    victim_ti = wait_for("the large file's transform to start", 300, big_transform_running, 0.1)
     victim = _worker(victim_ti["hostname"])
     assert workers.kill(stack.paths, victim)
     assert workers.running(stack.paths) == sorted({"worker-1", "worker-2"} - {victim})
     print(f"\nkilled {victim} while it ran the transform of orders_big.csv (try {victim_ti['try_number']})")
 
-    assert _wait("the run to end", RUN_WAIT_S, lambda: _run_state(stack, run_id), 1) == "success"
+    assert wait_for("the run to end", RUN_WAIT_S, lambda: _run_state(stack, run_id), 1) == "success"
     (big,) = [t for t in _task_instances(stack, run_id) if t["rendered_map_index"] == "orders_big.csv"]
     assert big["state"] == "success" and big["try_number"] == victim_ti["try_number"] + 1
     assert _worker(big["hostname"]) != victim
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         tries = meta.execute(
             "SELECT try_number, hostname FROM task_instance_history WHERE dag_id = %s AND run_id = %s "
             "AND task_id = 'transform' AND map_index = %s",

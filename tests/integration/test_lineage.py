@@ -21,7 +21,7 @@ import pytest
 from local_stack import airflow
 from local_stack.sample_orders import generate
 from local_stack.stack import LocalStack
-from tests.integration.conftest import fresh_database
+from tests.integration.conftest import fresh_database, isolated_env
 
 pytestmark = pytest.mark.integration
 
@@ -46,20 +46,9 @@ def run(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     for name, body in files.items():
         s3.put_object(Bucket="raw", Key=f"{RAW}/dt={DAY}/{name}", Body=body)
     with fresh_database(stack, DATABASE) as dsn:
-        env = stack.env
-        warehouse = json.loads(env["AIRFLOW_CONN_WAREHOUSE"])
-        warehouse["schema"] = DATABASE
-        env.update(
-            {
-                "AIRFLOW_CONN_WAREHOUSE": json.dumps(warehouse),
-                "AIRFLOW_VAR_ORDERS_RAW_PREFIX": RAW,
-                "AIRFLOW_VAR_ORDERS_PROCESSED_PREFIX": PROCESSED,
-                "AIRFLOW_VAR_ORDERS_REJECTED_PREFIX": REJECTED,
-                "AIRFLOW_VAR_ORDERS_EVENTS_QUEUE_URL": "",
-                "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-                    {"type": "file", "log_file_path": str(events_file), "append": True}
-                ),
-            }
+        env = isolated_env(stack, DATABASE, "lineage")
+        env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
         )
         try:
             airflow.start_services(stack.paths, stack.ports, env, services=("api-server",))

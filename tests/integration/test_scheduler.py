@@ -20,10 +20,16 @@ import pytest
 from include.etl.contract import load_contract
 from include.etl.load import prepare_tables
 from local_stack import airflow, postgres
-from local_stack.config import AIRFLOW_DB
 from local_stack.sample_orders import generate
 from local_stack.stack import LocalStack
-from tests.integration.conftest import HEADER, table_checksum
+from tests.integration.conftest import (
+    HEADER,
+    airflow_cli,
+    metadata_db,
+    purge_event_queues,
+    table_checksum,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,27 +39,12 @@ BACKFILL_WAIT_S = 600
 BACKFILLED = "raw/orders/dt=2026-06-0%"
 
 
-def _cli(stack: LocalStack, *args: str) -> str:
-    result = airflow.run(list(args), stack.env)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result.stdout
-
-
-def _wait(what: str, timeout: float, check: Any, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def scheduler(stack: LocalStack, warehouse_tables: None) -> Iterator[LocalStack]:
+    purge_event_queues(stack)
     airflow.start_services(stack.paths, stack.ports, stack.env)
     try:
-        _wait("the DAG to be parsed", 120, lambda: DAG_ID in airflow.run(["dags", "list"], stack.env).stdout, 2)
+        wait_for("the DAG to be parsed", 120, lambda: DAG_ID in airflow.run(["dags", "list"], stack.env).stdout, 2)
         yield stack  # no unpause: the local stack's DAGs are ready to run as `make up` starts them
     finally:
         airflow.stop_services(stack.paths)
@@ -67,23 +58,19 @@ def warehouse_tables(stack: LocalStack) -> None:
             prepare_tables(conn, load_contract(dataset))
 
 
-def _meta(stack: LocalStack) -> psycopg.Connection:
-    return psycopg.connect(postgres.dsn(stack.ports.postgres, AIRFLOW_DB), autocommit=True)
-
-
 def _rows(warehouse: Any, pattern: str) -> int:
     return warehouse.execute("SELECT count(*) FROM analytics.orders WHERE order_id LIKE %s", (pattern,)).fetchone()[0]
 
 
 def test_the_local_stacks_dags_are_not_paused(scheduler) -> None:
-    with _meta(scheduler) as meta:
+    with metadata_db(scheduler) as meta:
         paused = dict(meta.execute("SELECT dag_id, is_paused FROM dag WHERE dag_id LIKE '%\\_pipeline'").fetchall())
     assert paused == {"orders_pipeline": False, "customers_pipeline": False}
 
 
 def _timeline(stack: LocalStack, since: float) -> list[tuple[str, float, float]]:
     """Where the time of the first event run after `since` (the upload) went: (step, start, end) in seconds."""
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         run = meta.execute(
             "SELECT run_id, queued_at, start_date, end_date FROM dag_run WHERE dag_id = %s AND run_type = "
             "'asset_triggered' AND queued_at >= to_timestamp(%s) ORDER BY queued_at LIMIT 1",
@@ -103,7 +90,7 @@ def _timeline(stack: LocalStack, since: float) -> list[tuple[str, float, float]]
 
 
 def _run_ended(stack: LocalStack, since: float) -> bool:
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         row = meta.execute(
             "SELECT state FROM dag_run WHERE dag_id = %s AND run_type = 'asset_triggered' "
             "AND queued_at >= to_timestamp(%s) ORDER BY queued_at LIMIT 1",
@@ -120,13 +107,13 @@ def test_an_uploaded_file_starts_a_run_and_its_rows_arrive(scheduler, warehouse)
         uploaded = time.time()
         started = time.monotonic()
         s3.put_object(Bucket="raw", Key=f"raw/orders/dt={day}/upload.csv", Body=body.encode())
-        _wait(f"rows of {day}", EVENT_WAIT_S, lambda n=n: _rows(warehouse, f"EV{n}-%") == 50, 0.25)
+        wait_for(f"rows of {day}", EVENT_WAIT_S, lambda n=n: _rows(warehouse, f"EV{n}-%") == 50, 0.25)
         latencies.append(round(time.monotonic() - started, 1))
-        _wait("the run to end", EVENT_WAIT_S, lambda u=uploaded: _run_ended(scheduler, u), 0.5)
+        wait_for("the run to end", EVENT_WAIT_S, lambda u=uploaded: _run_ended(scheduler, u), 0.5)
         print(f"\nupload {n + 1}, seconds after the upload (start, end):")
         for step, begin, end in _timeline(scheduler, uploaded):
             print(f"  {step:28} {begin:6.1f} {end:6.1f}")
-    with _meta(scheduler) as meta:
+    with metadata_db(scheduler) as meta:
         kinds = {r[0] for r in meta.execute("SELECT run_type FROM dag_run WHERE dag_id = %s", (DAG_ID,))}
     assert "asset_triggered" in kinds
     print(f"\nupload -> rows in PostgreSQL: median {statistics.median(latencies):.1f}s of {latencies}")
@@ -137,7 +124,7 @@ def test_each_dataset_has_its_own_queue_and_run(scheduler) -> None:
     body = "customer_id;full_name;updated_at\nCUST-7001;Eve;2026-05-04 10:00\n"
     s3.put_object(Bucket="raw", Key="raw/customers/dt=2026-05-04/crm.csv", Body=body.encode())
     with psycopg.connect(postgres.dsn(scheduler.ports.postgres), autocommit=True) as conn:
-        _wait(
+        wait_for(
             "the customer row",
             EVENT_WAIT_S,
             lambda: (
@@ -146,7 +133,7 @@ def test_each_dataset_has_its_own_queue_and_run(scheduler) -> None:
             ),
             0.5,
         )
-    with _meta(scheduler) as meta:
+    with metadata_db(scheduler) as meta:
         runs = meta.execute(
             "SELECT count(*) FROM dag_run WHERE dag_id = 'customers_pipeline' AND run_type = 'asset_triggered'"
         ).fetchone()
@@ -154,7 +141,7 @@ def test_each_dataset_has_its_own_queue_and_run(scheduler) -> None:
 
 
 def _backfill_states(stack: LocalStack, since: float) -> list[str]:
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         rows = meta.execute(
             "SELECT state FROM dag_run WHERE dag_id = %s AND run_type = 'backfill' "
             "AND coalesce(end_date, start_date, queued_at) >= to_timestamp(%s)",
@@ -165,7 +152,7 @@ def _backfill_states(stack: LocalStack, since: float) -> list[str]:
 
 def _no_backfill_running(stack: LocalStack) -> bool:
     """Airflow allows one running backfill per DAG; one that created no runs completes on a scheduler loop."""
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         running = meta.execute(
             "SELECT count(*) FROM backfill WHERE dag_id = %s AND completed_at IS NULL", (DAG_ID,)
         ).fetchone()[0]
@@ -173,25 +160,34 @@ def _no_backfill_running(stack: LocalStack) -> bool:
 
 
 def _backfill_run_count(stack: LocalStack) -> int:
-    with _meta(stack) as meta:
+    with metadata_db(stack) as meta:
         return meta.execute(
             "SELECT count(*) FROM dag_run WHERE dag_id = %s AND run_type = 'backfill'", (DAG_ID,)
         ).fetchone()[0]
 
 
 def _backfill(stack: LocalStack, *extra: str) -> tuple[float, list[str]]:
-    _wait("the previous backfill to complete", 120, lambda: _no_backfill_running(stack), 1)
+    wait_for("the previous backfill to complete", 120, lambda: _no_backfill_running(stack), 1)
     since = time.time() - 1
     started = time.monotonic()
-    _cli(
-        stack, "backfill", "create", "--dag-id", DAG_ID, "--from-date", "2026-06-01", "--to-date", "2026-06-03", *extra
+    airflow_cli(
+        stack.env,
+        "backfill",
+        "create",
+        "--dag-id",
+        DAG_ID,
+        "--from-date",
+        "2026-06-01",
+        "--to-date",
+        "2026-06-03",
+        *extra,
     )
 
     def finished() -> list[str] | None:
         states = _backfill_states(stack, since)
         return states if states and all(s in ("success", "failed") for s in states) else None
 
-    states = _wait("the backfill runs", BACKFILL_WAIT_S, finished, 2)
+    states = wait_for("the backfill runs", BACKFILL_WAIT_S, finished, 2)
     return time.monotonic() - started, states
 
 
@@ -209,10 +205,10 @@ def test_backfill_three_days_then_again_then_reprocess(scheduler, warehouse) -> 
     print(f"\nthree-day backfill: {seconds:.1f}s wall")
 
     # The same backfill again: completed days are not rerun, nothing changes.
-    _wait("the backfill to complete", 120, lambda: _no_backfill_running(scheduler), 1)
+    wait_for("the backfill to complete", 120, lambda: _no_backfill_running(scheduler), 1)
     runs_before = _backfill_run_count(scheduler)
-    _cli(scheduler, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1])
-    _wait("the empty backfill to complete", 120, lambda: _no_backfill_running(scheduler), 1)
+    airflow_cli(scheduler.env, "backfill", "create", "--dag-id", DAG_ID, "--from-date", days[0], "--to-date", days[-1])
+    wait_for("the empty backfill to complete", 120, lambda: _no_backfill_running(scheduler), 1)
     assert _backfill_run_count(scheduler) == runs_before  # no run was created
     assert table_checksum(warehouse, BACKFILLED) == loaded
 
