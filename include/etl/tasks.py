@@ -236,17 +236,18 @@ def load(context: Any, contract: Contract, groups: list[list[RawFile]]) -> dict[
     settings = DatasetSettings.from_airflow(contract.dataset)
     results = _transform_results(context, groups)
     listing = _listing(context)
-    with pg_connect() as conn:
+    warehouse, s3 = pg_hook(), s3_hook()
+    with warehouse.get_conn() as conn:
         report = load_files(
             conn,
-            s3_client(),
+            s3.get_conn(),
             contract,
             settings,
             results,
             context["dag_run"].run_id,
             reprocess=bool(_params(context).get("reprocess")),
             deleted=listing.get("deleted", []),
-            connect=pg_connect,
+            connect=warehouse.get_conn,
         )
     log.info(
         "load: %s rows staged, %s inserted, %s updated, %s removed; seconds %s",
@@ -258,9 +259,12 @@ def load(context: Any, contract: Contract, groups: list[list[RawFile]]) -> dict[
     )
     for change in report.schema_changes:
         log.warning("schema change applied to %s: %s", contract.table, change)
-    warehouse = pg_hook()
-    table = functools.partial(lineage.table_of, warehouse, POSTGRES_CONN_ID, contract.table)
-    lineage.report(lambda: lineage.loaded(report.files, settings, table(), report.table_changed), s3_hook(), warehouse)
+
+    def loaded() -> lineage.Lineage:  # built inside report(), where a failure is logged, never raised
+        table = lineage.table_of(warehouse, POSTGRES_CONN_ID, contract.table)
+        return lineage.loaded(report.files, settings, table, report.table_changed)
+
+    lineage.report(loaded, s3, warehouse)
     return _summary(context, contract, report, listing)
 
 
