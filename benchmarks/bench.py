@@ -480,13 +480,19 @@ def _orchestration_markdown(orchestration: dict[str, Any]) -> str:
             "",
             f"`{method}` ({o['executor']}), per task:",
             "",
-            "| task | instances (full run) | median s (full run) | instances (no-op run) | median s (no-op run) |",
-            "| --- | ---: | ---: | ---: | ---: |",
+            "| task | instances (full run) | median s (full run) | started..ended (s into the full run) "
+            "| instances (no-op run) | median s (no-op run) |",
+            "| --- | ---: | ---: | --- | ---: | ---: |",
         ]
-        for t in sorted({*o["tasks"], *o["noop_tasks"]}):
+        by_start = sorted(
+            {*o["tasks"], *o["noop_tasks"]}, key=lambda t: (o["tasks"].get(t, {}).get("first_start_s", 1e9), t)
+        )
+        for t in by_start:
             full, noop = o["tasks"].get(t, {}), o["noop_tasks"].get(t, {})
+            span = f"{full['first_start_s']}..{full['last_end_s']}" if "first_start_s" in full else "-"
             lines.append(
-                f"| {t} | {full.get('instances', 0)} | {seconds(full)} | {noop.get('instances', 0)} | {seconds(noop)} |"
+                f"| {t} | {full.get('instances', 0)} | {seconds(full)} | {span} "
+                f"| {noop.get('instances', 0)} | {seconds(noop)} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -200,25 +200,37 @@ def _dags_test(cfg: dict[str, Any], airflow_env: dict[str, str]) -> float:
 
 
 def _task_stats(cfg: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """Per task of the latest run: instances, how many were skipped, median seconds running; and the
-    transform instances per host (with the CeleryExecutor: per worker)."""
+    """Per task of the latest run: instances, how many were skipped, median seconds running, when the first
+    instance started and the last ended (seconds after the run started); and the transform instances per host
+    (with the CeleryExecutor: per worker)."""
     dsn = cfg["airflow_env"]["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg://", "postgresql://")
     latest = "(SELECT run_id FROM dag_run WHERE dag_id = 'orders_pipeline' ORDER BY id DESC LIMIT 1)"
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
             f"""
-            SELECT task_id, count(*), count(*) FILTER (WHERE state = 'skipped'),
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM end_date - start_date))
-            FROM task_instance
-            WHERE run_id = {latest} AND start_date IS NOT NULL
-            GROUP BY task_id
+            SELECT ti.task_id, count(*), count(*) FILTER (WHERE ti.state = 'skipped'),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM ti.end_date - ti.start_date)),
+                   extract(epoch FROM min(ti.start_date) - min(r.start_date)),
+                   extract(epoch FROM max(ti.end_date) - min(r.start_date))
+            FROM task_instance ti JOIN dag_run r ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id
+            WHERE ti.run_id = {latest} AND ti.start_date IS NOT NULL
+            GROUP BY ti.task_id
             """
         ).fetchall()
         hosts = conn.execute(
             f"SELECT hostname, count(*) FROM task_instance WHERE run_id = {latest} AND task_id = 'transform' "
             "AND hostname IS NOT NULL AND hostname <> '' GROUP BY hostname"
         ).fetchall()
-    stats = {t: {"instances": n, "skipped": skipped, "median_s": round(run or 0, 2)} for t, n, skipped, run in rows}
+    stats = {
+        t: {
+            "instances": n,
+            "skipped": skipped,
+            "median_s": round(run or 0, 2),
+            "first_start_s": round(float(first or 0), 2),
+            "last_end_s": round(float(last or 0), 2),
+        }
+        for t, n, skipped, run, first, last in rows
+    }
     return stats, {host: n for host, n in hosts}
 
 

@@ -26,7 +26,7 @@ from include.etl.schema import LOADED_AT, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFI
 IS_NEW = "etl_is_new"  # etl_latest: the table has no row with this key
 WINS = "etl_wins"  # etl_latest: the staged winner replaces the table's row (or there is none)
 STALE = "etl_stale"  # etl_latest: the table's row comes from a retracted file version
-DUPLICATES = "etl_duplicates"  # etl_latest: staged rows with this key, the winner included
+RANK = "etl_rank"  # etl_latest: the staged row's place among its key's staged rows (1: the best)
 
 
 @dataclass
@@ -73,19 +73,16 @@ def merge(
         "cols": cols,
         "keys": keys,
         "sk": sql.Identifier(SOURCE_KEY),
-        "line": sql.Identifier(SOURCE_LINE),
         "is_new": sql.Identifier(IS_NEW),
         "wins": sql.Identifier(WINS),
         "stale": sql.Identifier(STALE),
-        "ndup": sql.Identifier(DUPLICATES),
+        "rank": sql.Identifier(RANK),
         "loaded_at": sql.Identifier(LOADED_AT),
         "t_cols": sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns),
         "l_cols": sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in columns),
-        "s_cols": sql.SQL(", ").join(sql.SQL("s.{}").format(sql.Identifier(c)) for c in columns),
         "d_cols": sql.SQL(", ").join(sql.SQL("d.{}").format(sql.Identifier(c)) for c in columns),
         "lt": _key_match(contract, "l", "t"),
         "dt": _key_match(contract, "d", "t"),
-        "ls": _key_match(contract, "l", "s"),
         "l_prec": _tuple(prec, "l"),
         "t_prec": _tuple(prec, "t"),
         "desc": sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(n)) for n in prec),
@@ -110,25 +107,25 @@ def merge(
         cur.execute(sql.SQL("DELETE FROM {dups} WHERE {sk} = ANY(%(retract)s)").format(**fmt), args)
     # ON COMMIT DROP only fires at the outermost commit; inside a caller's transaction, clean up here.
     cur.execute("DROP TABLE IF EXISTS pg_temp.etl_latest")
+    # Every staged row ranked within its key in one sort (the precedence is a total order: file and line are
+    # unique), and compared with the table's row.
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
             "SELECT l.*, t.{first_key} IS NULL AS {is_new}, "
             "coalesce(t.{sk} = ANY(%(retract)s), false) AS {stale}, "
             "t.{first_key} IS NULL OR t.{sk} = ANY(%(retract)s) OR {l_prec} > {t_prec} AS {wins} "
-            "FROM (SELECT DISTINCT ON ({keys}) {cols}, "
-            "count(*) OVER (PARTITION BY {keys} ORDER BY {desc} "
-            "ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS {ndup} "
-            "FROM {stage} ORDER BY {keys}, {desc}) l "
+            "FROM (SELECT {cols}, row_number() OVER (PARTITION BY {keys} ORDER BY {desc}) AS {rank} "
+            "FROM {stage}) l "
             "LEFT JOIN {table} t ON {lt}"
         ).format(**fmt),
         args,
     )
-    # Staged rows that lost to another staged row of their key.
+    # Staged rows that lost to another staged row of their key: out of etl_latest, into the duplicates.
     cur.execute(
         sql.SQL(
-            "INSERT INTO {dups} ({cols}) SELECT {s_cols} FROM {stage} s JOIN etl_latest l ON {ls} "
-            "WHERE l.{ndup} > 1 AND (s.{sk}, s.{line}) <> (l.{sk}, l.{line})"
+            "WITH losers AS (DELETE FROM etl_latest WHERE {rank} > 1 RETURNING {cols}) "
+            "INSERT INTO {dups} ({cols}) SELECT {cols} FROM losers"
         ).format(**fmt)
     )
     result.seconds["dedup"] = round(time.perf_counter() - clock, 3)
