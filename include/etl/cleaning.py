@@ -17,6 +17,7 @@ from its raw text is counted per file (`CleanBatch.reinterpreted`).
 
 from __future__ import annotations
 
+import collections
 import re
 import unicodedata
 from collections.abc import Callable
@@ -162,7 +163,9 @@ def clean_batch(
     clean = pa.Table.from_pydict(clean_cols, schema=output_schema(contract))
 
     bad_idx = np.flatnonzero(bad)
-    reason_text = [visible("; ".join(r[i].as_py() for r in reasons if r[i].is_valid)) for i in bad_idx]
+    taken = pa.array(bad_idx)
+    per_rule = [r.take(taken).to_pylist() for r in reasons if r.null_count < len(r)]
+    reason_text = [visible("; ".join(t for t in texts if t is not None)) for texts in zip(*per_rule, strict=True)]
     rejected = _rejected_table(
         header, [c.take(pa.array(bad_idx)) for c in batch.columns], batch.lines[bad_idx], reason_text
     )
@@ -199,6 +202,8 @@ _LATIN_LOOKING = ("A", "B", "C", "E", "H", "I", "J", "K", "M", "O", "P", "S", "T
 def visible(text: str) -> str:
     """Text with the characters a person cannot see shown as <U+200B ZERO WIDTH SPACE>, and letters
     of another script hiding among Latin ones named (a Cyrillic o in "North": U+043E CYRILLIC SMALL LETTER O)."""
+    if text.isascii():  # invisible characters, Unicode spaces and lookalike letters are all outside ASCII
+        return text
     shown = re.sub(INVISIBLE, lambda m: f"<U+{ord(m.group()):04X} {unicodedata.name(m.group(), '?')}>", text)
     shown = re.sub(_UNICODE_SPACE, lambda m: f"<U+{ord(m.group()):04X} {unicodedata.name(m.group(), '?')}>", shown)
     lookalikes = sorted({c for c in shown if _lookalike(c)} if re.search(r"[A-Za-z]", shown) else set())
@@ -373,8 +378,8 @@ def _clean_column(col: Column, raw: pa.Array, ctx: _Context) -> _Result:
     blank_reason = _reason(blank, f"{col.name} is blank") if col.rejects_blank else pa.nulls(len(raw), pa.string())
     present = pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
     values, reason = CLEANERS[col.type](col, present, raw, ctx)
-    invisible = pc.match_substring_regex(raw, INVISIBLE).fill_null(False)
-    if pc.any(invisible).as_py():
+    invisible = _matches_beyond_ascii(raw, INVISIBLE)
+    if invisible is not None:
         # Never guess what a hidden character means: show it and reject the row.
         message = f"{col.name} '{{v}}' contains a character a person cannot see"
         reason = pc.coalesce(_reason(invisible, message, raw), reason)
@@ -404,9 +409,18 @@ def _fill_scalar(col: Column, fill: Any, kind: pa.DataType) -> pa.Scalar:
     return pa.scalar(_as_type(fill, kind), kind)
 
 
+def _matches_beyond_ascii(values: pa.Array, pattern: str) -> pa.Array | None:
+    """Where values match a pattern of non-ASCII characters only; None if none does (an all-ASCII array
+    is not searched)."""
+    if pc.all(pc.string_is_ascii(values)).as_py() is not False:
+        return None
+    found = pc.match_substring_regex(values, pattern).fill_null(False)
+    return found if pc.any(found).as_py() else None
+
+
 def _text(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
-    spaced = pc.match_substring_regex(present, _UNICODE_SPACE).fill_null(False)
-    if pc.any(spaced).as_py():  # a no-break space is a space: "Desk\u00a0Lamp" is "Desk Lamp"
+    spaced = _matches_beyond_ascii(present, _UNICODE_SPACE)
+    if spaced is not None:  # a no-break space is a space: "Desk\u00a0Lamp" is "Desk Lamp"
         ctx.note("text with no-break or other Unicode spaces read as spaces", spaced)
         present = pc.replace_substring_regex(present, _UNICODE_SPACE, " ")
     collapsed = _collapse_whitespace(present)
@@ -451,8 +465,35 @@ def _title(values: pa.Array) -> pa.Array:
 
 def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
     """A number as people's tools write it, in plain form (sign, digits, '.'), and a reason for spellings
-    that are never read: (12.00) unless the contract declares accounting negatives, 1e3."""
-    dialect = ctx.contract.csv
+    that are never read: (12.00) unless the contract declares accounting negatives, 1e3.
+
+    Values already plain (sign, digits, the contract's decimal separator) only have that separator made
+    a '.'; the others, usually few, go through every spelling rule.
+    """
+    decimal = ctx.contract.csv.decimal_separator
+    plain = pc.match_substring_regex(present, rf"^[+-]?\d*{re.escape(decimal)}?\d*$").fill_null(True)
+    text = present if decimal == "." else pc.replace_substring(present, decimal, ".")
+    n = len(present)
+    if pc.all(plain).as_py():
+        return text, pa.nulls(n, pa.string())
+    spelled = pc.invert(plain)
+    zeros = pa.array(np.zeros(n, dtype=bool))
+
+    def note(kind: str, mask: pa.Array) -> None:  # a mask of the spelled values, made one of the whole column
+        ctx.note(kind, pc.replace_with_mask(zeros, spelled, mask.fill_null(False)))
+
+    spelled_text, spelled_reason = _spelled_number(col, pc.filter(present, spelled), ctx.contract, note)
+    return (
+        pc.replace_with_mask(text, spelled, spelled_text),
+        pc.replace_with_mask(pa.nulls(n, pa.string()), spelled, spelled_reason),
+    )
+
+
+def _spelled_number(
+    col: Column, present: pa.Array, contract: Contract, note: Callable[[str, pa.Array], None]
+) -> tuple[pa.Array, pa.Array]:
+    """`_number_spelling` of values that are not plain numbers."""
+    dialect = contract.csv
     n = len(present)
     reason: pa.Array = pa.nulls(n, pa.string())
     text = pc.replace_substring_regex(present, _LEADING_CURRENCY, r"\1")
@@ -460,7 +501,7 @@ def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.
     negative = pc.match_substring_regex(text, _ACCOUNTING_NEGATIVE).fill_null(False)
     if pc.any(negative).as_py():
         if dialect.accounting_negatives:
-            ctx.note(f"{col.name} accounting negatives (12.00) read as -12.00", negative)
+            note(f"{col.name} accounting negatives (12.00) read as -12.00", negative)
             text = pc.replace_substring_regex(text, _ACCOUNTING_NEGATIVE, r"-\1")
             text = pc.replace_substring_regex(text, _LEADING_CURRENCY, r"\1")  # ($12.00)
         else:
@@ -577,6 +618,37 @@ def _boolean(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tu
     return values, _reason(bad, f"{col.name} '{{v}}' is not a boolean ({spelled})", raw)
 
 
+# strptime directives that read digits only (and, for %d and %m, a leading space).
+_NUMERIC_DIRECTIVES = frozenset("dmyYHIMSfjUWwuVG")
+
+
+def _literals(fmt: str) -> collections.Counter[str] | None:
+    """The characters other than digits and spaces any text `fmt` reads must hold (its literals, %% a '%';
+    letters in either case), or None if a directive may read other characters (%b, %p, %z...)."""
+    found: collections.Counter[str] = collections.Counter()
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%" and i + 1 < len(fmt):
+            if fmt[i + 1] == "%":
+                found["%"] += 1
+            elif fmt[i + 1] not in _NUMERIC_DIRECTIVES:
+                return None
+            i += 2
+            continue
+        if not fmt[i].isspace() and not fmt[i].isdigit():
+            found[fmt[i].casefold()] += 1  # formats are matched ignoring case
+        i += 1
+    return found
+
+
+def _may_read_alike(fmt: str, other: str) -> bool:
+    """Whether one text could be read by both formats. Not when both read only digits in their directives and
+    their literals differ ("%m/%d/%Y" and "%m/%d/%Y %H:%M": a text has one colon or none), so the check for two
+    readings of one value skips pairs that cannot have any."""
+    mine, theirs = _literals(fmt), _literals(other)
+    return mine is None or theirs is None or mine == theirs
+
+
 def _parse_formats(
     series: pd.Series, formats: tuple[str, ...], iso_shaped: pd.Series, utc: bool
 ) -> tuple[pd.Series, pd.Series]:
@@ -598,7 +670,7 @@ def _parse_formats(
         todo &= parsed.isna()
     others = [f for f in formats if f != "ISO8601"]
     for fmt, got in by:  # ISO 8601 says which part is which; other formats may not
-        for other in (f for f in others if f != fmt):
+        for other in (f for f in others if f != fmt and _may_read_alike(fmt, f)):
             again = pd.to_datetime(series[got.index], format=other, errors="coerce", utc=utc).astype(dtype)
             ambiguous[got.index] |= again.notna() & (again != got)
     return parsed, ambiguous

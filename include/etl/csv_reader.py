@@ -417,6 +417,8 @@ class _Reader:
         quote = re.escape(self.dialect.quote_char)
         flagged = np.zeros(batch.num_rows, dtype=bool)
         for col in batch.columns:
+            if not pc.any(pc.match_substring(col, "\\")).as_py():  # no backslash: nothing to check (fast path)
+                continue
             flagged |= (
                 pc.match_substring_regex(col, rf"\\[^{quote}]*{quote}").fill_null(False).to_numpy(zero_copy_only=False)
             )

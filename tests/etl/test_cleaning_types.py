@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from include.etl import cleaning
 from include.etl.cleaning import MAX_KEY_BYTES, clean_batch
 from include.etl.contract import Contract, parse_contract
 from include.etl.csv_reader import RawBatch
@@ -123,6 +124,42 @@ def test_a_point_under_a_comma_decimal_contract_is_rejected_not_guessed(raw: str
 
 
 @pytest.mark.parametrize(
+    ("dialect", "raws", "expected"),
+    [
+        (
+            {"accounting_negatives": True},
+            ["12.50", "$1,234.50", "", "(3.00)", "7", "1e3", "-.5"],
+            ["12.50", "1234.50", None, "-3.00", "7.00", "amount '1e3' is in scientific notation", "-0.50"],
+        ),
+        (
+            {"delimiter": ";", "decimal_separator": ","},
+            ["12,50", "1.234,50", "1.5", "7", "€ 3,25"],
+            ["12.50", "1234.50", "amount '1.5' is not a number", "7.00", "3.25"],
+        ),
+    ],
+)
+def test_plain_and_spelled_numbers_in_one_batch_each_read_as_alone(
+    dialect: dict[str, Any], raws: list[str], expected: list[str | None]
+) -> None:
+    contract = _contract({"amount": {"type": "decimal", "precision": 12, "scale": 2, "on_blank": None}}, csv=dialect)
+    header = ["id", "amount"]
+    batch = RawBatch(
+        [pa.array([str(i) for i in range(len(raws))]), pa.array(raws, pa.string())], np.arange(2, 2 + len(raws))
+    )
+    out = clean_batch(batch, header, contract.map_headers(header), contract, "raw/t/a.csv")
+    values = {r["id"]: r["amount"] for r in out.clean.to_pylist()}
+    rejected = out.rejected.to_pydict()
+    reasons = dict(zip(rejected["id"], rejected[REJECT_REASON], strict=True))
+    for i, want in enumerate(expected):
+        if want is None or want[0].isdigit() or want[0] == "-":
+            assert values[str(i)] == (None if want is None else Decimal(want)), raws[i]
+        else:
+            assert want in reasons[str(i)], raws[i]
+    if dialect.get("accounting_negatives"):
+        assert out.reinterpreted == {"amount accounting negatives (12.00) read as -12.00": 1}
+
+
+@pytest.mark.parametrize(
     ("raw", "reason"),
     [
         ("1e3", "amount '1e3' is in scientific notation"),
@@ -203,6 +240,29 @@ def test_a_day_and_month_that_two_of_the_formats_read_differently_are_rejected_n
     stamps = _contract({"t": {"type": "timestamp", "formats": ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"], "on_blank": None}})
     assert "reads as different dates" in _value(stamps, "t", "03/05/2026 10:00")[1]
     assert _value(stamps, "t", "25/12/2026 10:00") == (datetime(2026, 12, 25, 10, tzinfo=UTC), None)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "other", "alike"),
+    [
+        ("%m/%d/%Y", "%d/%m/%Y", True),  # the same literals: one text, two days
+        ("%Y-%m-%dT%H:%M", "%Y-%m-%dt%M:%H", True),  # literals are matched ignoring case
+        ("%d %b %Y", "%m %d %Y", True),  # %b reads letters: not ruled out
+        ("%m/%d/%Y", "%m/%d/%Y %H:%M", False),  # a colon or none
+        ("%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", False),
+        ("%d.%m.%Y", "%m/%d/%Y", False),
+    ],
+)
+def test_format_pairs_that_no_text_fits_both_of_are_not_compared(fmt: str, other: str, alike: bool) -> None:
+    assert cleaning._may_read_alike(fmt, other) is alike
+
+
+def test_formats_that_cannot_read_one_text_alike_read_each_value_once() -> None:
+    stamps = _contract(
+        {"t": {"type": "timestamp", "formats": ["%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y"], "on_blank": None}}
+    )
+    assert _value(stamps, "t", "03/05/2026 10:00") == (datetime(2026, 3, 5, 10, tzinfo=UTC), None)
+    assert _value(stamps, "t", "03/05/2026") == (datetime(2026, 3, 5, tzinfo=UTC), None)
 
 
 # --- timestamps in a source time zone ----------------------------------------------------------
