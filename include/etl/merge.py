@@ -130,7 +130,42 @@ def merge(
     )
     result.seconds["dedup"] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
-    # Staged winners that lose to the table's row, and table rows a staged winner displaces.
+    # Per file: its rows that are now the table's, and its rows whose key the table already holds.
+    cur.execute(
+        sql.SQL(
+            "SELECT {sk}, count(*) FILTER (WHERE {wins}), count(*) FILTER (WHERE NOT {is_new}) "
+            "FROM etl_latest GROUP BY 1"
+        ).format(**fmt)
+    )
+    per_file = cur.fetchall()
+    result.kept_by_file = {k: int(kept) for k, kept, _ in per_file if kept}
+    if any(existing for _, _, existing in per_file):  # else only new keys (a first load, new data): inserts only
+        result.updated = _merge_existing(cur, contract, columns, fmt)
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {table} ({cols}, {loaded_at}) SELECT {l_cols}, now() FROM etl_latest l WHERE l.{is_new}"
+        ).format(**fmt)
+    )
+    result.inserted = cur.rowcount
+    if retract:
+        # Keys only retracted files held, with no row left anywhere: gone from the table.
+        cur.execute(
+            sql.SQL(
+                "WITH gone AS (DELETE FROM {table} t WHERE t.{sk} = ANY(%(retract)s) "
+                "AND NOT EXISTS (SELECT 1 FROM etl_latest l WHERE {lt}) RETURNING t.{sk}) "
+                "SELECT {sk}, count(*) FROM gone GROUP BY 1"
+            ).format(**fmt),
+            args,
+        )
+        result.removed_by_file = {k: int(n) for k, n in cur.fetchall()}
+        result.removed = sum(result.removed_by_file.values())
+    result.seconds["merge"] = round(time.perf_counter() - clock, 3)
+    return result
+
+
+def _merge_existing(cur: Any, contract: Contract, columns: list[str], fmt: dict[str, Any]) -> int:
+    """For keys the table holds: staged winners that lose to the table's row, and table rows a staged winner
+    displaces, go to the duplicates table; changed winners update the table. Returns the rows updated."""
     cur.execute(
         sql.SQL("INSERT INTO {dups} ({cols}) SELECT {l_cols} FROM etl_latest l WHERE NOT l.{wins}").format(**fmt)
     )
@@ -159,26 +194,4 @@ def merge(
             **fmt,
         )
     )
-    result.updated = int(cur.fetchone()[0])
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {table} ({cols}, {loaded_at}) SELECT {l_cols}, now() FROM etl_latest l WHERE l.{is_new}"
-        ).format(**fmt)
-    )
-    result.inserted = cur.rowcount
-    if retract:
-        # Keys only retracted files held, with no row left anywhere: gone from the table.
-        cur.execute(
-            sql.SQL(
-                "WITH gone AS (DELETE FROM {table} t WHERE t.{sk} = ANY(%(retract)s) "
-                "AND NOT EXISTS (SELECT 1 FROM etl_latest l WHERE {lt}) RETURNING t.{sk}) "
-                "SELECT {sk}, count(*) FROM gone GROUP BY 1"
-            ).format(**fmt),
-            args,
-        )
-        result.removed_by_file = {k: int(n) for k, n in cur.fetchall()}
-        result.removed = sum(result.removed_by_file.values())
-    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest WHERE {wins} GROUP BY 1").format(**fmt))
-    result.kept_by_file = {k: int(n) for k, n in cur.fetchall()}
-    result.seconds["merge"] = round(time.perf_counter() - clock, 3)
-    return result
+    return int(cur.fetchone()[0])
