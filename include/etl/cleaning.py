@@ -166,9 +166,7 @@ def clean_batch(
     taken = pa.array(bad_idx)
     per_rule = [r.take(taken).to_pylist() for r in reasons if r.null_count < len(r)]
     reason_text = [visible("; ".join(t for t in texts if t is not None)) for texts in zip(*per_rule, strict=True)]
-    rejected = _rejected_table(
-        header, [c.take(pa.array(bad_idx)) for c in batch.columns], batch.lines[bad_idx], reason_text
-    )
+    rejected = _rejected_table(header, [c.take(taken) for c in batch.columns], batch.lines[bad_idx], reason_text)
     unmet_counts = []
     for e in file_expectations(contract):
         if isinstance(e, ROW_EXPECTATIONS):
@@ -618,7 +616,7 @@ def _boolean(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tu
     return values, _reason(bad, f"{col.name} '{{v}}' is not a boolean ({spelled})", raw)
 
 
-# strptime directives that read digits only (and, for %d and %m, a leading space).
+# strptime directives that read digits only (some, like %d, also a space before one digit).
 _NUMERIC_DIRECTIVES = frozenset("dmyYHIMSfjUWwuVG")
 
 
