@@ -54,6 +54,7 @@ from include.etl.schema import (
     output_schema,
     rejected_schema,
 )
+from include.etl.value_bytes import all_ascii, may_contain, value_bytes
 
 # Whole numbers: an optional sign, digits, an optional all-zero fraction ("3", "+3", "3.00").
 _INT_RE = r"^(?P<sign>[+-]?)0*(?P<digits>\d+)(?:\.0*)?$"
@@ -358,7 +359,8 @@ def _reason(mask: pa.Array | np.ndarray, template: str, values: pa.Array | None 
 
 
 def _first_reason(*reasons: pa.Array | None) -> pa.Array:
-    present = [r for r in reasons if r is not None]
+    given = [r for r in reasons if r is not None]
+    present = [r for r in given if r.null_count < len(r)] or given[:1]  # all-null ones cannot win
     out = present[0]
     for r in present[1:]:
         out = pc.coalesce(out, r)
@@ -381,8 +383,8 @@ def _clean_column(col: Column, raw: pa.Array, ctx: _Context) -> _Result:
         # Never guess what a hidden character means: show it and reject the row.
         message = f"{col.name} '{{v}}' contains a character a person cannot see"
         reason = pc.coalesce(_reason(invisible, message, raw), reason)
-    nul = pc.match_substring(raw, "\x00").fill_null(False)
-    if pc.any(nul).as_py():
+    nul = pc.match_substring(raw, "\x00").fill_null(False) if may_contain(raw, b"\x00") else None
+    if nul is not None and pc.any(nul).as_py():
         # PostgreSQL text cannot hold U+0000: the row is rejected, never the load.
         reason = pc.coalesce(
             _reason(nul, f"{col.name} contains a NUL character (0x00), which PostgreSQL cannot store"), reason
@@ -410,7 +412,7 @@ def _fill_scalar(col: Column, fill: Any, kind: pa.DataType) -> pa.Scalar:
 def _matches_beyond_ascii(values: pa.Array, pattern: str) -> pa.Array | None:
     """Where values match a pattern of non-ASCII characters only; None if none does (an all-ASCII array
     is not searched)."""
-    if pc.all(pc.string_is_ascii(values)).as_py() is not False:
+    if all_ascii(values):
         return None
     found = pc.match_substring_regex(values, pattern).fill_null(False)
     return found if pc.any(found).as_py() else None
@@ -443,6 +445,9 @@ def _text(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple
 
 def _collapse_whitespace(values: pa.Array) -> pa.Array:
     """Runs of whitespace to one space; the (costlier) replace runs only on rows that have one."""
+    data = value_bytes(values)
+    if data.isascii() and not any(c in data for c in (b"  ", b"\t", b"\n", b"\r", b"\f", b"\v")):
+        return values  # no whitespace but single spaces: nothing to collapse
     runs = pc.match_substring_regex(values, r"\s\s|[^\S ]").fill_null(False)
     if not pc.any(runs).as_py():
         return values

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from include.etl.value_bytes import may_contain
+
 Opener = Callable[[], BinaryIO]
 
 # pyarrow's streaming reader reads ahead of the consumer: small blocks keep that bounded, and
@@ -417,7 +419,7 @@ class _Reader:
         quote = re.escape(self.dialect.quote_char)
         flagged = np.zeros(batch.num_rows, dtype=bool)
         for col in batch.columns:
-            if not pc.any(pc.match_substring(col, "\\")).as_py():  # no backslash: nothing to check (fast path)
+            if not may_contain(col, b"\\"):  # no backslash: nothing to check (fast path)
                 continue
             flagged |= (
                 pc.match_substring_regex(col, rf"\\[^{quote}]*{quote}").fill_null(False).to_numpy(zero_copy_only=False)
@@ -833,6 +835,8 @@ class _RawStream(io.RawIOBase):
 
 def _line_breaks(col: pa.Array) -> np.ndarray:
     """Line ends inside each value: \\r\\n, \\n and a lone \\r count one each."""
+    if not may_contain(col, b"\n", b"\r"):
+        return np.zeros(len(col), dtype=np.int64)
     breaks = pc.count_substring(col, "\n").to_numpy(zero_copy_only=False).astype(np.int64)
     if len(col) and pc.any(pc.match_substring(col, "\r")).as_py():
         breaks += pc.count_substring(col, "\r").to_numpy(zero_copy_only=False)
