@@ -199,7 +199,7 @@ def _load(
                 loadable.append(result)
         stale_or_failed = set(staged.stale) | set(staged.failed)
         retract = [k for k in plan.retract if k not in stale_or_failed]
-        merged = merge(cur, contract, stage.name, stage.columns, retract)
+        merged = merge(cur, contract, stage.name, stage.columns, retract, staged.keys)
         staging.drop(cur, stage)
         report.seconds.update(merged.seconds)
         for result in loadable:

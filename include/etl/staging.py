@@ -40,6 +40,8 @@ from include.etl.storage import ObjectChangedError, RawObject
 log = logging.getLogger(__name__)
 
 _COPY_BATCH_ROWS = 256_000
+# The staged rows' key columns are kept for the merge's dedup up to this size; a bigger load ranks every row.
+_KEYS_MAX_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Stage:
     name: sql.Composable
     ddl: sql.Composable
     columns: list[str]
+    key: list[str] = field(default_factory=list)
 
 
 def stage_columns(contract: Contract) -> list[str]:
@@ -85,7 +88,7 @@ def new_stage(cur: Any, contract: Contract) -> Stage:
     ddl = sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
         name, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(types[c])) for c in columns)
     )
-    return Stage(name, ddl, columns)
+    return Stage(name, ddl, columns, list(contract.key))
 
 
 def autocommit(connect: Callable[[], Any], statement: sql.Composable) -> None:
@@ -97,11 +100,30 @@ def autocommit(connect: Callable[[], Any], statement: sql.Composable) -> None:
 @dataclass
 class StageResult:
     """Rows staged; raw keys whose processed file was made from another version (stale), and whose
-    COPY the database refused ({key: error}): those files are not loaded by this load."""
+    COPY the database refused ({key: error}): those files are not loaded by this load. `keys`: the key
+    columns of the staged rows (one table per COPY batch), for the merge to find the duplicated keys
+    without sorting every row; None when they were not kept (over _KEYS_MAX_BYTES)."""
 
     rows: int = 0
     stale: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    keys: list[pa.Table] | None = field(default_factory=list)
+    key_bytes: int = 0
+
+    def add_keys(self, tables: Sequence[pa.Table] | None) -> None:
+        if tables is None or self.keys is None:
+            self.keys = None
+            return
+        self.keys.extend(tables)
+        self.key_bytes += sum(t.nbytes for t in tables)
+        if self.key_bytes > _KEYS_MAX_BYTES:
+            self.keys = None
+
+    def add(self, other: StageResult) -> None:
+        self.rows += other.rows
+        self.stale += other.stale
+        self.failed.update(other.failed)
+        self.add_keys(other.keys)
 
 
 def copy_files(
@@ -133,9 +155,7 @@ def copy_files(
         count = min(workers, len(jobs))
         with ThreadPoolExecutor(count, thread_name_prefix="copy") as pool:
             for part in [f.result() for f in [pool.submit(work) for _ in range(count)]]:
-                result.rows += part.rows
-                result.stale += part.stale
-                result.failed.update(part.failed)
+                result.add(part)
     else:
         for job in jobs:
             _copy_one(cur, s3, bucket, stage, job, result)
@@ -146,7 +166,9 @@ def _copy_one(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob, resul
     """COPY one file in its own transaction (a savepoint inside the load's), so a refused file is left out alone."""
     try:
         with cur.connection.transaction():
-            result.rows += _copy_parquet(cur, s3, bucket, stage, job)
+            rows, keys = _copy_parquet(cur, s3, bucket, stage, job)
+        result.rows += rows
+        result.add_keys(keys)
     except ObjectChangedError:
         log.warning("%s: its processed file was made from another version; not loaded now", job.source.key)
         result.stale.append(job.source.key)
@@ -179,9 +201,11 @@ def _encoder(schema: pa.Schema) -> tuple[str, Any]:
     return "binary", pgpq.ArrowToPostgresBinaryEncoder(schema)
 
 
-def _copy_parquet(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob) -> int:
-    """Stream one Parquet object, plus its source's LastModified, into the stage with COPY; its rows."""
+def _copy_parquet(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob) -> tuple[int, list[pa.Table] | None]:
+    """Stream one Parquet object, plus its source's LastModified, into the stage with COPY; its rows, and its
+    key columns (one table per batch; None for a stage without a key)."""
     rows = 0
+    keys: list[pa.Table] | None = [] if stage.key else None
     file_columns = stage.columns[:-1]
     modified = _timestamp(job.source.last_modified)
     with tempfile.TemporaryDirectory(prefix="load-") as tmp:
@@ -201,8 +225,23 @@ def _copy_parquet(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob) -
                 batch = batch.append_column(SOURCE_MODIFIED, pa.repeat(modified, batch.num_rows))
                 copy.write(encoder.write_batch(batch))
                 rows += batch.num_rows
+                if keys is not None:
+                    keys.append(pa.Table.from_batches([batch.select(stage.key)]))
             copy.write(encoder.finish())
-    return rows
+    return rows, keys
+
+
+def copy_arrow(cur: Any, target: sql.Composable, table: pa.Table) -> None:
+    """COPY an Arrow table into `target` (its columns by name), in the staging's format (binary, else CSV)."""
+    copy_format, encoder = _encoder(table.schema)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, table.schema.names)), sql.SQL(copy_format)
+    )
+    with cur.copy(copy_sql) as copy:
+        copy.write(encoder.write_header())
+        for batch in table.to_batches(max_chunksize=_COPY_BATCH_ROWS):
+            copy.write(encoder.write_batch(batch))
+        copy.write(encoder.finish())
 
 
 def _timestamp(moment: datetime) -> pa.Scalar:
