@@ -172,6 +172,21 @@ def delete(s3: Any, bucket: str, key: str) -> None:
     s3.delete_object(Bucket=bucket, Key=key)
 
 
+def delete_many(s3: Any, bucket: str, keys: list[str]) -> None:
+    """Delete up to 1,000 keys in one request (S3 DeleteObjects); a missing key is not an error.
+
+    Raises botocore's ClientError with S3's code (as `delete` would) if S3 could not delete one of them.
+    """
+    if not keys:
+        return
+    response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+    errors = response.get("Errors") or []
+    if errors:
+        first = errors[0]
+        message = f"could not delete {len(errors)} of {len(keys)} key(s); {first.get('Key')}: {first.get('Message')}"
+        raise ClientError({"Error": {"Code": first.get("Code", "DeleteError"), "Message": message}}, "DeleteObjects")
+
+
 def copy(s3: Any, bucket: str, key: str, to_bucket: str, to_key: str, extra: dict[str, Any] | None = None) -> None:
     """Server-side copy (multipart when large), replacing metadata with `extra`'s."""
     s3.copy(

@@ -224,11 +224,11 @@ def _publish(s3: Any, result: FileResult, settings: DatasetSettings, keys: ZoneK
     made_from = {"Metadata": storage.source_metadata(obj)}
     extra = {**made_from, **settings.put_args}
     parquet = os.path.join(tmp, _PARQUET)
+    stale: list[str] = []
     if result.status == "processed":
         storage.upload(s3, parquet, bucket, keys.processed, PARQUET_TYPE, extra)
         result.processed_key = keys.processed
-        for stale in (keys.quarantined, keys.rejected_copy):
-            storage.delete(s3, bucket, stale)
+        stale += [keys.quarantined, keys.rejected_copy]
     elif result.quarantined:
         storage.upload(s3, parquet, bucket, keys.quarantined, PARQUET_TYPE, _with_reason(extra, result.reason))
     # A rejected file leaves the processed object alone: it belongs to the version still loaded.
@@ -237,7 +237,8 @@ def _publish(s3: Any, result: FileResult, settings: DatasetSettings, keys: ZoneK
         storage.upload(s3, os.path.join(tmp, _REJECTED), bucket, keys.rejected_rows, "text/csv", rejected_extra)
         result.rejected_key = keys.rejected_rows
     elif result.status == "processed":
-        storage.delete(s3, bucket, keys.rejected_rows)
+        stale.append(keys.rejected_rows)
+    storage.delete_many(s3, bucket, stale)  # one request
 
 
 def _reject_unreadable(s3: Any, obj: RawObject, settings: DatasetSettings, keys: ZoneKeys, reason: str) -> FileResult:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from include.etl import storage
 from include.etl.storage import RawObject
@@ -201,3 +202,25 @@ def test_upload_and_delete(s3: Any, tmp_path) -> None:
     storage.delete(s3, BUCKET, "out/x.csv")
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")
     storage.delete(s3, BUCKET, "out/never-existed.csv")  # deleting a missing key is not an error
+
+
+def test_delete_many_deletes_every_key_in_one_request_and_ignores_missing_ones(s3: Any) -> None:
+    for key in ("out/a.parquet", "out/b.csv", "out/keep.csv"):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    storage.delete_many(s3, BUCKET, ["out/a.parquet", "out/b.csv", "out/never-existed.csv"])
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="out/")
+    assert [o["Key"] for o in listed["Contents"]] == ["out/keep.csv"]
+    storage.delete_many(s3, BUCKET, [])  # nothing to delete: no request
+
+
+def test_delete_many_raises_what_s3_could_not_delete() -> None:
+    """A key S3 refuses to delete (DeleteObjects answers 200 with per-key errors) is an error, with S3's code."""
+
+    class Refusing:
+        def delete_objects(self, **_: Any) -> dict[str, Any]:
+            return {"Errors": [{"Key": "out/a.csv", "Code": "AccessDenied", "Message": "Access Denied"}]}
+
+    with pytest.raises(ClientError) as info:
+        storage.delete_many(Refusing(), BUCKET, ["out/a.csv", "out/b.csv"])
+    assert info.value.response["Error"]["Code"] == "AccessDenied"
+    assert "out/a.csv" in str(info.value) and "1 of 2" in str(info.value)
