@@ -40,8 +40,9 @@ from include.etl.storage import ObjectChangedError, RawObject
 log = logging.getLogger(__name__)
 
 _COPY_BATCH_ROWS = 256_000
-# The staged rows' key columns are kept for the merge's dedup up to this size; a bigger load ranks every row.
-_KEYS_MAX_BYTES = 256 << 20
+# The staged rows' key columns are kept for the merge's dedup up to this size (about 3M keys of 20 bytes; finding
+# the duplicated ones takes about as much again); a bigger load ranks every row.
+_KEYS_MAX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)

@@ -558,6 +558,31 @@ def test_parallel_staging_loads_what_one_connection_loads(db, s3, contract) -> N
     assert outcomes[0][2] == 75 and outcomes[0][3] == 20
 
 
+def test_a_load_too_big_to_keep_its_keys_ranks_every_row_and_loads_the_same(db, s3, contract, monkeypatch) -> None:
+    """Over the cap on the staged keys held in memory, the merge ranks every staged row: same table and ledger."""
+    files = [
+        _put_and_transform(
+            s3,
+            contract,
+            f"k{i}.csv",
+            HEADER + "".join(f"K{(i * 5 + j) % 12},2026-01-01 1{j % 10}:00,c,p{i},x,1,1.00,North\n" for j in range(10)),
+        )
+        for i in range(4)
+    ]
+    outcomes = []
+    for cap in (staging._KEYS_MAX_BYTES, 0):
+        monkeypatch.setattr(staging, "_KEYS_MAX_BYTES", cap)
+        db.execute("DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS etl CASCADE")
+        db.commit()
+        report = load_files(db, s3, contract, SETTINGS, files, "run-1", connect=_connect(db))
+        ledger = db.execute("SELECT source_key, rows_loaded, rows_duplicate FROM etl.orders_file_ledger ORDER BY 1")
+        dups = db.execute("SELECT source_key, source_line FROM etl.orders_duplicates ORDER BY 1, 2").fetchall()
+        outcomes.append((_content(db), ledger.fetchall(), dups, report.rows_inserted))
+        _reconciled(db)
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][3] == 12 and len(outcomes[0][2]) == 28
+
+
 def test_a_staging_table_left_by_a_killed_load_is_dropped_by_the_next(db, s3, contract) -> None:
     a = _put_and_transform(s3, contract, "a.csv", HEADER + "A,2026-01-01 10:00,c,p,x,1,1.00,North\n")
     load_files(db, s3, contract, SETTINGS, [a], "run-1")
