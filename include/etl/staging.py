@@ -202,6 +202,15 @@ def _encoder(schema: pa.Schema) -> tuple[str, Any]:
     return "binary", pgpq.ArrowToPostgresBinaryEncoder(schema)
 
 
+def _copy_from_arrow(target: sql.Composable, schema: pa.Schema) -> tuple[sql.Composed, Any]:
+    """The COPY statement filling `target`'s columns named as `schema`'s, and the encoder of its batches."""
+    copy_format, encoder = _encoder(schema)
+    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.SQL(copy_format)
+    )
+    return copy_sql, encoder
+
+
 def _copy_parquet(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob) -> tuple[int, list[pa.Table] | None]:
     """Stream one Parquet object, plus its source's LastModified, into the stage with COPY; its rows, and its
     key columns (one table per batch; None for a stage without a key)."""
@@ -216,10 +225,7 @@ def _copy_parquet(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob) -
         schema = pa.schema([parquet.schema_arrow.field(c) for c in file_columns]).append(
             pa.field(SOURCE_MODIFIED, pa.timestamp("us", tz="UTC"))
         )
-        copy_format, encoder = _encoder(schema)
-        copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
-            stage.name, sql.SQL(", ").join(map(sql.Identifier, schema.names)), sql.SQL(copy_format)
-        )
+        copy_sql, encoder = _copy_from_arrow(stage.name, schema)
         with cur.copy(copy_sql) as copy:
             copy.write(encoder.write_header())
             for batch in parquet.iter_batches(batch_size=_COPY_BATCH_ROWS, columns=file_columns):
@@ -234,10 +240,7 @@ def _copy_parquet(cur: Any, s3: Any, bucket: str, stage: Stage, job: StageJob) -
 
 def copy_arrow(cur: Any, target: sql.Composable, table: pa.Table) -> None:
     """COPY an Arrow table into `target` (its columns by name), in the staging's format (binary, else CSV)."""
-    copy_format, encoder = _encoder(table.schema)
-    copy_sql = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
-        target, sql.SQL(", ").join(map(sql.Identifier, table.schema.names)), sql.SQL(copy_format)
-    )
+    copy_sql, encoder = _copy_from_arrow(target, table.schema)
     with cur.copy(copy_sql) as copy:
         copy.write(encoder.write_header())
         for batch in table.to_batches(max_chunksize=_COPY_BATCH_ROWS):

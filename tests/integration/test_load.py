@@ -22,7 +22,7 @@ import pytest
 from include.etl import staging, storage
 from include.etl.contract import Contract, parse_contract
 from include.etl.evolution import SchemaEvolutionError
-from include.etl.load import load_files
+from include.etl.load import LoadReport, load_files
 from include.etl.results import FileResult
 from include.etl.schema import output_schema
 from include.etl.settings import DatasetSettings
@@ -534,24 +534,40 @@ def test_binary_and_csv_copy_load_identical_values(db, s3, contract, monkeypatch
     assert text[0][-1] == a.raw.last_modified
 
 
-def test_parallel_staging_loads_what_one_connection_loads(db, s3, contract) -> None:
-    """Files COPYed over several connections give the same table, ledger and counts as over one."""
-    files = [
+def _files_sharing_keys(
+    s3: Any, contract: Contract, name: str, files: int, rows: int, keys: int, step: int
+) -> list[FileResult]:
+    """`files` transformed files of `rows` rows each, their keys K0..K<keys-1> repeating within and across files."""
+    return [
         _put_and_transform(
             s3,
             contract,
-            f"p{i}.csv",
-            HEADER + "".join(f"K{(i * 7 + j) % 20},2026-01-01 1{j % 10}:00,c,p{i},x,1,1.00,North\n" for j in range(15)),
+            f"{name}{i}.csv",
+            HEADER
+            + "".join(f"K{(i * step + j) % keys},2026-01-01 1{j % 10}:00,c,p{i},x,1,1.00,North\n" for j in range(rows)),
         )
-        for i in range(5)
+        for i in range(files)
     ]
+
+
+def _load_afresh(
+    db: psycopg.Connection, s3: Any, contract: Contract, files: list[FileResult], connect: Any
+) -> tuple[LoadReport, list[tuple[Any, ...]]]:
+    """`files` loaded into new, empty tables; the load's report and the ledger's (file, loaded, duplicate) rows."""
+    db.execute("DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS etl CASCADE")
+    db.commit()  # the COPY connections must not wait on this one
+    report = load_files(db, s3, contract, SETTINGS, files, "run-1", connect=connect)
+    ledger = db.execute("SELECT source_key, rows_loaded, rows_duplicate FROM etl.orders_file_ledger ORDER BY 1")
+    return report, ledger.fetchall()
+
+
+def test_parallel_staging_loads_what_one_connection_loads(db, s3, contract) -> None:
+    """Files COPYed over several connections give the same table, ledger and counts as over one."""
+    files = _files_sharing_keys(s3, contract, "p", files=5, rows=15, keys=20, step=7)
     outcomes = []
     for connect in (None, _connect(db)):
-        db.execute("DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS etl CASCADE")
-        db.commit()  # the COPY connections must not wait on this one
-        report = load_files(db, s3, contract, SETTINGS, files, "run-1", connect=connect)
-        ledger = db.execute("SELECT source_key, rows_loaded, rows_duplicate FROM etl.orders_file_ledger ORDER BY 1")
-        outcomes.append((_content(db), ledger.fetchall(), report.rows_staged, report.rows_inserted))
+        report, ledger = _load_afresh(db, s3, contract, files, connect)
+        outcomes.append((_content(db), ledger, report.rows_staged, report.rows_inserted))
         assert _staging_tables(db) == []
         _reconciled(db)
     assert outcomes[0] == outcomes[1]
@@ -560,24 +576,13 @@ def test_parallel_staging_loads_what_one_connection_loads(db, s3, contract) -> N
 
 def test_a_load_too_big_to_keep_its_keys_ranks_every_row_and_loads_the_same(db, s3, contract, monkeypatch) -> None:
     """Over the cap on the staged keys held in memory, the merge ranks every staged row: same table and ledger."""
-    files = [
-        _put_and_transform(
-            s3,
-            contract,
-            f"k{i}.csv",
-            HEADER + "".join(f"K{(i * 5 + j) % 12},2026-01-01 1{j % 10}:00,c,p{i},x,1,1.00,North\n" for j in range(10)),
-        )
-        for i in range(4)
-    ]
+    files = _files_sharing_keys(s3, contract, "k", files=4, rows=10, keys=12, step=5)
     outcomes = []
     for cap in (staging._KEYS_MAX_BYTES, 0):
         monkeypatch.setattr(staging, "_KEYS_MAX_BYTES", cap)
-        db.execute("DROP SCHEMA IF EXISTS analytics CASCADE; DROP SCHEMA IF EXISTS etl CASCADE")
-        db.commit()
-        report = load_files(db, s3, contract, SETTINGS, files, "run-1", connect=_connect(db))
-        ledger = db.execute("SELECT source_key, rows_loaded, rows_duplicate FROM etl.orders_file_ledger ORDER BY 1")
+        report, ledger = _load_afresh(db, s3, contract, files, _connect(db))
         dups = db.execute("SELECT source_key, source_line FROM etl.orders_duplicates ORDER BY 1, 2").fetchall()
-        outcomes.append((_content(db), ledger.fetchall(), dups, report.rows_inserted))
+        outcomes.append((_content(db), ledger, dups, report.rows_inserted))
         _reconciled(db)
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][3] == 12 and len(outcomes[0][2]) == 28
