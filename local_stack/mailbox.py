@@ -23,7 +23,11 @@ class MailboxHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
         self.count += 1
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**9:09d}-{self.count}.eml"
+        # One clock reading for the second and its fraction: two readings could name a message of 10:00:00.99
+        # as 10:00:00.01 and sort it before its predecessor.
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(now // 10**9))
+        name = f"{stamp}-{now % 10**9:09d}-{self.count}.eml"
         tmp = self.directory / f".{name}.tmp"
         tmp.write_bytes(envelope.original_content or envelope.content)
         tmp.rename(self.directory / name)
