@@ -5,16 +5,29 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shlex
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from local_stack import airflow, broker, mailbox, postgres, processes, s3, sample_customers, sample_orders, workers
-from local_stack.config import BUCKETS, ExecutorChoice, Ports, StackPaths, datasets, raw_prefix, state_dir
+from local_stack import (
+    airflow,
+    broker,
+    dag_runs,
+    mailbox,
+    postgres,
+    processes,
+    s3,
+    sample_customers,
+    sample_orders,
+    workers,
+)
+from local_stack.config import BUCKETS, PROJECT_ROOT, ExecutorChoice, Ports, StackPaths, datasets, raw_prefix, state_dir
 
 SAMPLE_DAYS = [date(2026, 11, 24) + timedelta(days=i) for i in range(3)]
 # The demo's sample data per dataset: {day: {file name: bytes}}.
@@ -94,13 +107,28 @@ class LocalStack:
                 keys.append(key)
         return keys
 
-    def run_dag(self, dataset: str, day: str, log: Path) -> int:
-        """One `airflow dags test` run for a partition; output goes to log. Returns its exit code."""
-        result = airflow.run(["dags", "test", dag_id(dataset), "--conf", json.dumps({"day": day})], self.env)
+    def run_dags(self, runs: list[tuple[str, str]], log: Path) -> Iterator[dict[str, Any]]:
+        """Run the pipeline DAG of each (dataset, day) with `dag.test()`, in one Airflow process
+        (local_stack.dag_runs); yields each run's {"dataset", "day", "state", "seconds"} as it ends. Airflow's
+        output goes to `log`."""
+        argv = [sys.executable, "-m", dag_runs.__name__, *(f"{dataset}={day}" for dataset, day in runs)]
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as fh:
-            fh.write(result.stdout + result.stderr)
-        return result.returncode
+        with (
+            log.open("a") as fh,
+            subprocess.Popen(
+                argv,
+                env={**os.environ, **self.env},
+                cwd=PROJECT_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            ) as proc,
+        ):
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                fh.write(line)
+                if line.startswith(dag_runs.MARKER + " "):
+                    yield json.loads(line[len(dag_runs.MARKER) + 1 :])
 
 
 def _holds(client: Any, key: str, body: bytes) -> bool:
@@ -190,15 +218,16 @@ def _demo(args: argparse.Namespace) -> int:
             + (f" ({unchanged} already there, unchanged)" if unchanged else "")
         )
     log = stack.paths.logs / "demo-dag-runs.log"
-    failed = []
-    for dataset, files in batches.items():
-        for day in files:
-            t0 = time.monotonic()
-            code = stack.run_dag(dataset, day, log)
-            outcome = "ok" if code == 0 else "FAILED"
-            print(f"  DAG {dag_id(dataset)} for dt={day}: {outcome} in {time.monotonic() - t0:.1f}s")
-            if code != 0:
-                failed.append((dataset, day))
+    runs = [(dataset, day) for dataset, files in batches.items() for day in files]
+    done = []
+    for result in stack.run_dags(runs, log):
+        outcome = "ok" if result["state"] == "success" else "FAILED"
+        print(f"  DAG {dag_id(result['dataset'])} for dt={result['day']}: {outcome} in {result['seconds']:.1f}s")
+        done.append((result["dataset"], result["day"], result["state"]))
+    failed = [(dataset, day) for dataset, day, state in done if state != "success"]
+    if len(done) < len(runs):
+        print(f"  the DAG runs stopped after {len(done)} of {len(runs)}: see {log}")
+        failed.append(runs[len(done)])
     marts_ok = _build_marts(stack, log)
     from local_stack.report import print_summary
 

@@ -143,3 +143,18 @@ def report(build: Callable[[], Lineage], s3_hook: Any, postgres_hook: Any = None
                 add(context=s3_hook if scheme == "s3" else postgres_hook or s3_hook, scheme=scheme, asset_kwargs=kwargs)
     except Exception:  # lineage is a report: it never fails the data's task
         log.warning("could not report lineage", exc_info=True)
+
+
+def forget_collected() -> None:
+    """Empty Airflow's hook lineage collector, as a new task process starts with it empty.
+
+    There is one collector per process. Where several tasks run in one process (`dag.test()`, `airflow dags test`,
+    several runs in a row), what earlier tasks reported stays in it, and every later task's lineage events carry
+    it again (and hash it again: a run took three to four times as long after a few hundred tasks). Call it
+    before each run there.
+    """
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
+    collector = get_hook_lineage_collector()
+    for collected in ("_inputs", "_outputs", "_input_counts", "_output_counts", "_extra", "_extra_counts"):
+        getattr(collector, collected, {}).clear()
