@@ -1,8 +1,9 @@
 """The analytics layer against the real local servers: a warehouse database of its own, loaded by the pipeline.
 
 `shop` is a warehouse database for this package's tests (not the shared `warehouse` one, so no other test's rows
-or marts change what these tests see) that the pipeline DAGs load (`dag.test()`, the `warehouse` connection
-pointed at it, for this package only) and dbt builds. Days: 2026-09-14 and 2026-09-15, used by no other test.
+or marts change what these tests see) that the pipelines load (their tasks in process, tests/task_run.py, with the
+`warehouse` connection pointed at it, for this package only) and dbt builds. Days: 2026-09-14 and 2026-09-15, used
+by no other test.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import psycopg
 import pytest
 
 from include.etl.contract import load_contract
-from include.etl.dag_factory import build_pipeline
 from local_stack import analytics, postgres
 from local_stack.sample_customers import generate as generate_customers
 from local_stack.sample_orders import generate as generate_orders
 from local_stack.stack import LocalStack
 from tests.integration.conftest import fresh_database
+from tests.task_run import run_tasks
 
 DAYS = [date(2026, 9, 14), date(2026, 9, 15)]
-# dag.test() runs tasks in this process, where a run's conf leaks into the next run's params: pass every param.
-DEFAULTS = {"day": None, "reprocess": False, "retry_files": [], "skip_files": [], "skip_reason": ""}
 
 
 @dataclass
@@ -65,8 +64,9 @@ def use_database(dbname: str) -> dict[str, str]:
 
 @pytest.fixture(scope="package")
 def shop(stack: LocalStack) -> Iterator[Warehouse]:
-    """The `shop` database, empty; `shop.load(day)` runs the orders and customers DAGs for a day of sample data."""
-    pipelines = {dataset: build_pipeline(load_contract(dataset)) for dataset in ("orders", "customers")}
+    """The `shop` database, empty; `shop.load(day)` runs the orders and customers pipelines for a day of sample
+    data."""
+    pipelines = {dataset: load_contract(dataset) for dataset in ("orders", "customers")}
     seeded: set[date] = set()
 
     def load(day: date) -> dict[str, str]:
@@ -74,10 +74,7 @@ def shop(stack: LocalStack) -> Iterator[Warehouse]:
             stack.seed(generate_orders([day], files=2, rows_per_file=120), "orders")
             stack.seed(generate_customers([day], customers=60), "customers")
             seeded.add(day)
-        return {
-            dataset: str(dag.test(run_conf={**DEFAULTS, "day": day.isoformat()}).state)
-            for dataset, dag in pipelines.items()
-        }
+        return {dataset: run_tasks(contract, day.isoformat()).state for dataset, contract in pipelines.items()}
 
     with fresh_database(stack, "shop"), pytest.MonkeyPatch.context() as patch:
         for key, value in use_database("shop").items():

@@ -1,4 +1,4 @@
-"""The life of raw files, through the DAG (`dag.test()`) on the real servers (moto's S3 server, PostgreSQL).
+"""The life of raw files, through the pipeline's tasks on the real servers (moto's S3 server, PostgreSQL).
 
 Each case asserts the table, the ledger and the summary email against the semantics the README
 states: a raw key's newest version is the one whose rows the table holds, whatever the order of
@@ -11,10 +11,6 @@ it is parked; outputs of colliding names never overwrite each other.
 from __future__ import annotations
 
 import html
-import json
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -22,30 +18,22 @@ from typing import Any
 import pytest
 
 from include.etl import transform as transform_module
-from include.etl.contract import load_contract
-from local_stack.config import PROJECT_ROOT
+from include.etl.contract import Contract, load_contract
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER, html_body, mails
+from tests.task_run import TaskRun, run_tasks
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def dag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
-    assert not bag.import_errors
-    return bag.dags["orders_pipeline"]
+def dag() -> Contract:
+    """The orders pipeline, whose tasks each test runs in this process (tests/task_run.py)."""
+    return load_contract("orders")
 
 
-# dag.test() runs tasks in this process, where a run's conf leaks into the DAG's params for the next
-# run: every run passes every param.
-DEFAULTS = {"day": None, "reprocess": False, "retry_files": [], "skip_files": [], "skip_reason": ""}
-
-
-def _run(dag: Any, day: str | None = None, logical_date: datetime | None = None, **conf: Any) -> Any:
-    return dag.test(logical_date=logical_date, run_conf={**DEFAULTS, "day": day, **conf})
+def _run(contract: Contract, day: str | None = None, logical_date: datetime | None = None, **conf: Any) -> TaskRun:
+    return run_tasks(contract, day, logical_date=logical_date, **conf)
 
 
 def _next_second() -> None:
@@ -163,13 +151,12 @@ def test_skip_files_needs_the_keys_to_give_up_on(stack, dag) -> None:
 def test_a_deleted_file_loses_its_rows_when_the_contract_says_remove(stack, warehouse, contracts_folder) -> None:
     """A dataset whose contract says `on_source_delete: remove`: a contract file beside the shipped ones."""
     import yaml
-    from airflow.dag_processing.dagbag import DagBag
 
     doc = load_contract("orders").to_document()
     doc.update(dataset="orders_rm", table="analytics.orders_rm", ledger_table="etl.orders_rm_file_ledger")
     doc["on_source_delete"] = "remove"
     (contracts_folder / "orders_rm.yml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
-    removable = DagBag(dag_folder=str(PROJECT_ROOT / "dags")).dags["orders_rm_pipeline"]
+    removable = load_contract(contracts_folder / "orders_rm.yml")
     day = "2026-04-05"
     s3 = stack.s3()
     for name, body in (("a.csv", _row("RM-1", "from-a", ts="2026-04-05 12:00")), ("b.csv", _row("RM-1", "from-b"))):
@@ -213,17 +200,11 @@ def test_two_runs_interleaved_with_an_overwrite_leave_the_newest_version(stack, 
 
     def then_run_b(s3: Any, obj: Any, *args: Any) -> Any:
         result = real(s3, obj, *args)  # A has read v1
+        monkeypatch.setattr("include.etl.tasks.transform_file", real)  # run B transforms as usual
         _next_second()
         _put(stack, day, "a.csv", HEADER + _row("IL-1", "v2"))
-        b = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", "orders_pipeline", "--conf", json.dumps({"day": day})],
-            env={**os.environ, **stack.env},
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert b.returncode == 0, b.stdout[-2000:]
+        b = _run(dag, day)
+        assert b.state == "success", b.errors
         return result
 
     monkeypatch.setattr("include.etl.tasks.transform_file", then_run_b)
