@@ -2,10 +2,11 @@
 
 Proves what `make up EXECUTOR=celery WORKERS=2` promises: the mapped transforms of one partition run on both
 workers (each task instance records its worker's name), the load reads what the other worker wrote through S3
-(nothing passes on a worker's local disk), and the table is exactly the one the LocalExecutor makes of the same
-files. A worker killed in the middle of a transform (SIGKILL of its process group, as a lost machine) leaves a
-task whose heartbeat stops: the scheduler fails that try, the retry runs on the other worker, and the table is
-still exactly right.
+(nothing passes on a worker's local disk), and the table is exactly the one the same tasks make of the same
+files in one process (tests/task_run.py; the LocalExecutor's runs are tested in test_scheduler.py). A worker
+killed in the middle of a transform (SIGKILL of its process group, as a lost machine) leaves a task whose
+heartbeat stops: the scheduler fails that try, the retry runs on the other worker, and the table is still
+exactly right.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from local_stack.config import ExecutorChoice
 from local_stack.sample_orders import generate_day
 from local_stack.stack import LocalStack
 from tests.integration.conftest import airflow_cli, fresh_database, isolated_env, metadata_db, wait_for
+from tests.task_run import run_tasks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -106,14 +108,17 @@ def api_server(stack: LocalStack) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def reference(stack: LocalStack, databases: dict[str, str], api_server: None) -> dict[date, tuple[int, str]]:
-    """Seed both partitions; load each with the LocalExecutor (`dags test --use-executor`); their checksums."""
+def reference(stack: LocalStack, databases: dict[str, str]) -> dict[date, tuple[int, str]]:
+    """Seed both partitions; load each into the reference database with the pipeline's tasks in one process
+    (tests/task_run.py); their checksums."""
     files = _seed(stack)
-    env = _env(stack, "celery_reference", None)
-    for day in files:
-        started = time.monotonic()
-        airflow_cli(env, "dags", "test", DAG_ID, "--use-executor", "--conf", json.dumps({"day": day.isoformat()}))
-        print(f"\nLocalExecutor reference run of {day}: {time.monotonic() - started:.0f}s")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in _env(stack, "celery_reference", None).items():
+            if name.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_")):
+                patch.setenv(name, value)
+        for day in files:
+            run = run_tasks(load_contract("orders"), day.isoformat())
+            assert run.state == "success", run.errors
     with psycopg.connect(databases["reference"], autocommit=True) as conn:
         for day, count in files.items():
             assert [s for s, _ in _ledger(conn, day).values()] == ["loaded"] * count
@@ -121,7 +126,7 @@ def reference(stack: LocalStack, databases: dict[str, str], api_server: None) ->
 
 
 @pytest.fixture(scope="module")
-def celery(stack: LocalStack, reference: dict[date, tuple[int, str]]) -> Iterator[dict[str, str]]:
+def celery(stack: LocalStack, reference: dict[date, tuple[int, str]], api_server: None) -> Iterator[dict[str, str]]:
     """Redis, two Celery workers, the scheduler and the DAG processor (beside the reference's API server)."""
     env = _env(stack, "celery_run", EXECUTOR)
     try:
@@ -176,7 +181,7 @@ def _worker(hostname: str) -> str:
     return hostname.split("@", 1)[0]
 
 
-def test_mapped_transforms_run_on_both_workers_and_the_table_equals_the_local_executors(
+def test_mapped_transforms_run_on_both_workers_and_the_table_equals_one_process_runs(
     stack: LocalStack, celery: dict[str, str], reference: dict[date, tuple[int, str]], databases: dict[str, str]
 ) -> None:
     run_id, started = _trigger(stack, celery, MANY), time.monotonic()

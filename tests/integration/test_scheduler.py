@@ -1,8 +1,11 @@
-"""The real scheduler and triggerer (LocalExecutor, as `make up` runs them).
+"""The real scheduler, DAG processor and triggerer (LocalExecutor, as `make up` runs them), started once for
+this module.
 
 A CSV uploaded to S3 starts a run through S3 -> SQS -> asset event within a bounded
 wait; a backfill over three dates through the CLI loads each day; running it again,
-and reprocessing it, leave the table unchanged.
+and reprocessing it, leave the table unchanged. A load that changed the table updates its
+asset, and that asset event runs the `marts` DAG (Cosmos), which builds the new day into the
+marts: the DAG processor parses it with `dbt ls` and its Variable cache, as in production.
 """
 
 from __future__ import annotations
@@ -41,10 +44,18 @@ BACKFILLED = "raw/orders/dt=2026-06-0%"
 
 @pytest.fixture(scope="module")
 def scheduler(stack: LocalStack, warehouse_tables: None) -> Iterator[LocalStack]:
+    with metadata_db(stack) as meta:  # marts runs that earlier tests' loads queued are not this module's
+        meta.execute("delete from asset_dag_run_queue where target_dag_id = 'marts'")
     purge_event_queues(stack)
-    airflow.start_services(stack.paths, stack.ports, stack.env)
+    env = {**stack.env, "AIRFLOW__COSMOS__ENABLE_CACHE_DBT_LS": "True"}  # production's setting
+    airflow.start_services(stack.paths, stack.ports, env)
     try:
-        wait_for("the DAG to be parsed", 120, lambda: DAG_ID in airflow.run(["dags", "list"], stack.env).stdout, 2)
+        wait_for(
+            "the DAGs to be parsed",
+            300,
+            lambda: all(d in airflow.run(["dags", "list"], stack.env).stdout for d in (DAG_ID, "marts")),
+            2,
+        )
         yield stack  # no unpause: the local stack's DAGs are ready to run as `make up` starts them
     finally:
         airflow.stop_services(stack.paths)
@@ -223,3 +234,63 @@ def test_backfill_three_days_then_again_then_reprocess(scheduler, warehouse) -> 
         "SELECT DISTINCT run_id FROM etl.orders_file_ledger WHERE source_key LIKE %s", (BACKFILLED,)
     ).fetchall()
     assert len(runs) == 3 and all(r[0].startswith("backfill__") for r in runs)
+
+
+MARTS_DAY = date(2026, 9, 21)
+MARTS_WAIT_S = 900
+
+
+def _marts_runs(stack: LocalStack, since: float) -> list[tuple[str, str]]:
+    with metadata_db(stack) as meta:
+        return meta.execute(
+            "select run_id, state from dag_run where dag_id = 'marts' and run_type = 'asset_triggered' "
+            "and queued_at >= to_timestamp(%s) order by queued_at",
+            (since,),
+        ).fetchall()
+
+
+def test_a_load_that_changed_the_table_runs_the_marts(scheduler: LocalStack) -> None:
+    """Files land in S3, their event runs the orders pipeline, whose load updates the table's asset, and that
+    asset event runs the `marts` DAG, which builds the new day's orders into the marts."""
+    stack = scheduler
+    since = time.time() - 1
+    stack.seed(generate([MARTS_DAY], files=2, rows_per_file=100), "orders")  # S3 -> SQS -> the pipeline runs
+
+    with psycopg.connect(postgres.dsn(stack.ports.postgres), autocommit=True) as wh:
+        loaded = wait_for(
+            "the day's orders",
+            MARTS_WAIT_S,
+            lambda: wh.execute("select count(*) from analytics.orders where order_date = %s", (MARTS_DAY,)).fetchone()[
+                0
+            ],
+            2,
+        )
+
+        def built() -> bool:
+            runs = _marts_runs(stack, since)
+            assert all(state != "failed" for _, state in runs), runs
+            if not runs or runs[-1][1] != "success":
+                return False
+            exists = wh.execute("select to_regclass('marts.fct_orders')").fetchone()[0]
+            query = "select count(*) from marts.fct_orders where order_date = %s"
+            return bool(exists) and wh.execute(query, (MARTS_DAY,)).fetchone()[0] == loaded
+
+        wait_for("an asset-triggered marts run that built the day's orders", MARTS_WAIT_S, built, 5)
+    with metadata_db(stack) as meta:
+        run_id = _marts_runs(stack, since)[-1][0]
+        tasks = dict(
+            meta.execute(
+                "select task_id, state from task_instance where dag_id = 'marts' and run_id = %s", (run_id,)
+            ).fetchall()
+        )
+        consumed = {
+            r[0]
+            for r in meta.execute(
+                "select a.name from dag_run d join dagrun_asset_event r on r.dag_run_id = d.id "
+                "join asset_event e on e.id = r.event_id join asset a on a.id = e.asset_id "
+                "where d.dag_id = 'marts' and d.run_id = %s",
+                (run_id,),
+            )
+        }
+    assert tasks["fct_orders.run"] == tasks["fct_orders.test"] == tasks["daily_revenue.run"] == "success"
+    assert consumed <= {"warehouse.analytics.orders", "warehouse.analytics.customers"} and consumed
