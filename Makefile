@@ -11,11 +11,12 @@ INFRA_VENV := .venv-infra
 DBT_VENV := .venv-dbt
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv dbt-venv dbt dashboard infra-venv infra-synth infra-check lock demo up down status psql test bench lint format clean
+.PHONY: help venv dbt-venv dbt dashboard infra-venv infra-synth infra-check lock demo up down status psql test test-fast bench lint format clean
 
 help:
 	@echo "make demo   - run the whole pipeline end to end on the local stack"
 	@echo "make test   - run the tests (starts its own servers)"
+	@echo "make test-fast - the tests but the slow and infra ones, while working"
 	@echo "make up     - start the local stack and Airflow (UI on :8080); make down stops it"
 	@echo "              EXECUTOR=celery WORKERS=2: CeleryExecutor with Redis and two Celery workers"
 	@echo "make psql   - psql on the warehouse (ARGS=\"-c 'select ...'\")"
@@ -109,6 +110,10 @@ dashboard: venv
 
 test: venv infra-venv dbt-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# While working: everything but the `slow` tests (scheduler, Celery, demo) and tests/infra, in a few minutes.
+test-fast: venv dbt-venv
+	$(PY) -m pytest -m "not slow and not infra" $(PYTEST_ARGS)
 
 # ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).
 bench: venv $(DLT_VENV)/.installed

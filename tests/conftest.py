@@ -13,6 +13,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,50 @@ def contract():
     from include.etl.contract import load_contract
 
     return load_contract("orders")
+
+
+# --- Where the suite's time goes: per directory, and per fixture of a wider scope than one test (the ones that
+# start servers, run DAGs or build templates). Printed at the end of every run; the README's Tests section
+# quotes it. (A plugin object, not conftest hooks: those would not see the setup of session-scoped fixtures.)
+class _Timings:
+    def __init__(self) -> None:
+        self.folders: dict[str, float] = {}
+        self.fixtures: dict[str, float] = {}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[object]) -> object:
+        started = time.monotonic()
+        try:
+            return (yield)
+        finally:
+            if fixturedef.scope != "function":
+                name = f"{fixturedef.argname} ({fixturedef.scope}, {fixturedef.baseid or '.'})"
+                self.fixtures[name] = self.fixtures.get(name, 0.0) + time.monotonic() - started
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        folder = Path(report.nodeid.split("::", 1)[0]).parent.as_posix()
+        self.folders[folder] = self.folders.get(folder, 0.0) + report.duration
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if not self.folders:
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("where the time went")
+        for folder, seconds in sorted(self.folders.items(), key=lambda kv: -kv[1]):
+            write(f"{seconds:8.1f}s  {folder}/ (setup, call and teardown of its tests)")
+        write("of which in fixtures shared by several tests (servers, DAG runs, templates), over 1 s:")
+        for name, seconds in sorted(self.fixtures.items(), key=lambda kv: -kv[1]):
+            if seconds >= 1:
+                write(f"{seconds:8.1f}s  {name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(_Timings(), "suite-timings")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """tests/infra/ is the `infra` tier (`make test-fast` leaves it and the `slow` tests out)."""
+    infra = Path(__file__).parent / "infra"
+    for item in items:
+        if infra in item.path.parents:
+            item.add_marker(pytest.mark.infra)
