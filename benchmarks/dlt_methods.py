@@ -35,7 +35,8 @@ import pyarrow.csv as pacsv
 from include.etl.cleaning import clean_batch
 from include.etl.contract import load_contract
 from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
-from include.etl.schema import SOURCE_MODIFIED, output_schema
+from include.etl.names import SOURCE_MODIFIED
+from include.etl.schema import output_schema
 from include.etl.storage import RAW_SUFFIXES, partition_prefix
 
 CONTRACT = load_contract("orders")

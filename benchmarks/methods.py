@@ -25,8 +25,8 @@ from include.etl.cleaning import clean_batch
 from include.etl.contract import load_contract
 from include.etl.csv_reader import RawBatch
 from include.etl.load import load_files, prepare_tables
+from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
 from include.etl.results import FileResult
-from include.etl.schema import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
 from include.etl.settings import DatasetSettings
 from include.etl.transform import transform_file
 from local_stack.s3 import client

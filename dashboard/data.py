@@ -209,8 +209,17 @@ def files(start: date, end: date) -> pd.DataFrame:
     return query(
         "select dataset, partition_day, file_name, status, rows_read, rows_loaded, rows_rejected, rows_duplicate, "
         "reconciles, reason, attempts, last_error, source_key from marts.dq_files "
-        "where status <> 'superseded' and (partition_day between :start and :end or needs_action) "
+        "where status not in ('superseded', 'ignored') and (partition_day between :start and :end or needs_action) "
         "order by partition_day desc, dataset, file_name",
         start=start,
         end=end,
+    )
+
+
+def ignored() -> pd.DataFrame:
+    """Objects under a raw prefix the pipeline does not read (outside the layout, an impossible day, not a CSV),
+    whatever their day: a file in the wrong place has none."""
+    return query(
+        "select dataset, source_key, reason, first_seen_at from marts.dq_files where status = 'ignored' "
+        "order by first_seen_at desc, source_key"
     )

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from include.etl.contract import load_contract
-from include.etl.schema import table_ident
+from include.etl.names import table_ident
 from local_stack import postgres
 from local_stack.config import BUCKETS
 

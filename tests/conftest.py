@@ -7,14 +7,18 @@ in a temporary folder, and stopped by PID at the end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +63,54 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             sys.modules["airflow.settings"].dispose_orm()
         _STACK.stop()
     shutil.rmtree(_STATE, ignore_errors=True)
+
+
+@pytest.fixture
+def isolated(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A warehouse database (the `warehouse` connection points at it) and orders S3 prefixes of this test's own
+    (`<name>/raw/orders`, ...); yields an autocommit connection to the database, its name as `.prefix`."""
+    import json
+
+    import psycopg
+
+    from tests.integration.conftest import fresh_database
+
+    name = "t_" + re.sub(r"[^a-z0-9_]", "_", request.node.name.removeprefix("test_").lower())[:40]
+    with fresh_database(stack, name) as dsn:
+        conn = json.loads(os.environ["AIRFLOW_CONN_WAREHOUSE"])
+        monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({**conn, "schema": name}))
+        for zone in ("raw", "processed", "rejected"):
+            monkeypatch.setenv(f"AIRFLOW_VAR_ORDERS_{zone.upper()}_PREFIX", f"{name}/{zone}/orders")
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.prefix = name  # type: ignore[attr-defined]
+            yield db
+
+
+@pytest.fixture
+def contracts_folder(stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A contracts folder holding the shipped contracts, that ETL_CONTRACTS_DIR points at; a test adds its own.
+
+    The DAGs of the added contracts reach the metadata database when a test runs them (`dag.test()`); they are
+    deleted from it afterwards, so a later test (the scheduler's) sees the shipped DAGs only.
+    """
+    from airflow.api.common.delete_dag import delete_dag
+    from airflow.exceptions import DagNotFound
+
+    from include.etl.contract import contract_paths, load_contract
+    from include.etl.dag_factory import dag_id
+
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    shipped = set()
+    for path in contract_paths():
+        shutil.copy(path, folder / path.name)
+        shipped.add(path.stem)
+    monkeypatch.setenv("ETL_CONTRACTS_DIR", str(folder))
+    yield folder
+    for path in contract_paths(folder):
+        if path.stem not in shipped:
+            with contextlib.suppress(DagNotFound):  # the test failed before its DAG ran
+                delete_dag(dag_id(load_contract(path).dataset), keep_records_in_log=False)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Data quality: freshness of the last load, rows loaded vs rejected per day, the top rejection reasons, every
-file's reconciliation (read = loaded + rejected + duplicates) and the files waiting for someone (parked)."""
+file's reconciliation (read = loaded + rejected + duplicates), the files waiting for someone (parked) and the objects
+under the raw prefixes that are not read (ignored, with the reason)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ if waiting.empty:
 else:
     st.error(f"{len(waiting)} file(s) need someone: retry or skip them from the pipeline's DAG (see its email).")
     st.dataframe(waiting, hide_index=True, width="stretch")
+
+st.subheader("Files not read")
+not_read = data.ignored()
+if not_read.empty:
+    st.success("Every object under the raw prefixes is in a partition folder and is a CSV file.")
+else:
+    st.warning(
+        f"{len(not_read)} object(s) under the raw prefixes are not read: move or rename them "
+        "(files go in <raw prefix>/dt=YYYY-MM-DD/ and end in .csv or .csv.gz)."
+    )
+    st.dataframe(not_read, hide_index=True, width="stretch")
 
 st.subheader("Per-file reconciliation")
 unreconciled = int((~files["reconciles"]).sum())

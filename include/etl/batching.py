@@ -29,7 +29,17 @@ def group_files(files: list[RawFile], max_tasks: int) -> list[list[RawFile]]:
     return sorted((sorted(g, key=lambda f: f["key"]) for g in groups if g), key=lambda g: g[0]["key"])
 
 
+# Airflow keeps a mapped task's label in a column of 250 characters: a longer one fails the task every time.
+LABEL_CHARS = 250
+
+
 def group_label(group: list[RawFile]) -> str:
-    """What the UI shows for a mapped task: its file's name, or the first name and a count."""
+    """What the UI shows for a mapped task: its file's name, or the first name and a count; at most
+    LABEL_CHARS characters (a long name keeps its start and end around an ellipsis)."""
     name = group[0]["key"].rsplit("/", 1)[-1]
-    return name if len(group) == 1 else f"{name} (+{len(group) - 1} more)"
+    more = "" if len(group) == 1 else f" (+{len(group) - 1} more)"
+    room = LABEL_CHARS - len(more)
+    if len(name) > room:
+        head = (room - 1) // 2
+        name = name[:head] + "…" + name[len(name) - (room - 1 - head) :]
+    return name + more

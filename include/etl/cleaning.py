@@ -47,13 +47,8 @@ from include.etl.contract import (
     NotNull,
 )
 from include.etl.csv_reader import RawBatch
-from include.etl.schema import (
-    SOURCE_KEY,
-    SOURCE_LINE,
-    arrow_type,
-    output_schema,
-    rejected_schema,
-)
+from include.etl.names import SOURCE_KEY, SOURCE_LINE
+from include.etl.schema import arrow_type, output_schema, rejected_schema
 from include.etl.value_bytes import all_ascii, may_contain, value_bytes
 
 # Whole numbers: an optional sign, digits, an optional all-zero fraction ("3", "+3", "3.00").

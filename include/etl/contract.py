@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from include.etl.schema import LINEAGE_COLUMNS, schema_of, sibling
+from include.etl.names import LINEAGE_COLUMNS, schema_of, sibling
 
 ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "timestamp"]
 Severity = Literal["reject_row", "quarantine_file", "warn"]
@@ -478,6 +478,9 @@ class Contract(_Strict):
                 raise ValueError(f"expectation {e.expectation} refers to unknown column {column!r}")
             typed.append(_typed_expectation(e, targets[column]) if column is not None else e)
         object.__setattr__(self, "expectations", tuple(typed))
+        tables = [self.table, self.ledger_table, self.duplicates_table]
+        if len(set(tables)) < len(tables):
+            raise ValueError(f"table, ledger_table and the duplicates table ({self.duplicates_table}) must differ")
         return self
 
     # --- what the rest of the engine reads ---

@@ -147,18 +147,101 @@ class CsvStream:
     notes: list[str] = field(default_factory=list)
 
 
-def open_raw(opener: Opener, gzipped: bool) -> Opener:
-    """Wrap an opener so it yields decompressed bytes for `.gz` objects."""
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one file may cost to read; past a limit the file is rejected whole with the numbers (CsvFormatError).
+
+    The dataset's settings (`<dataset>_max_field_bytes`, ...) set them; the defaults are safe for a worker of a few
+    GB. A field (or a line of the file) longer than `max_field_bytes` would have to be held whole; a `.gz` file
+    that decompresses past `max_decompressed_bytes`, or past `ratio_after_bytes` at more than
+    `max_compression_ratio` times its compressed size, is a compression bomb or nothing a CSV export makes.
+    """
+
+    max_field_bytes: int = 16 << 20
+    max_decompressed_bytes: int = 32 << 30
+    max_compression_ratio: int = 200
+    ratio_after_bytes: int = 64 << 20
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+class _CountingReader(io.RawIOBase):
+    """Counts the bytes read from a (compressed) source."""
+
+    def __init__(self, body: BinaryIO) -> None:
+        self._body = body
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()
+
+
+class _BoundedGzip(io.RawIOBase):
+    """A gzip stream that stops (CsvFormatError) past the decompressed size or ratio its limits allow."""
+
+    def __init__(self, body: BinaryIO, limits: ReadLimits) -> None:
+        self._compressed = _CountingReader(body)
+        self._gzip = gzip.GzipFile(fileobj=io.BufferedReader(self._compressed), mode="rb")
+        self._limits = limits
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = self._gzip.readinto(buffer)
+        self.count += n
+        limits = self._limits
+        if self.count > limits.max_decompressed_bytes:
+            raise CsvFormatError(
+                f"the file decompresses to more than {_mib(limits.max_decompressed_bytes)} "
+                "(max_decompressed_bytes): it is rejected whole"
+            )
+        ratio = self.count / max(self._compressed.count, 1)
+        if self.count > limits.ratio_after_bytes and ratio > limits.max_compression_ratio:
+            raise CsvFormatError(
+                f"the file decompresses {ratio:,.0f} times its size ({_mib(self._compressed.count)} to more than "
+                f"{_mib(self.count)}; max_compression_ratio {limits.max_compression_ratio}): a compression bomb, "
+                "rejected whole"
+            )
+        return n
+
+    def close(self) -> None:
+        try:
+            self._gzip.close()
+            self._compressed.close()
+        finally:
+            super().close()
+
+
+def open_raw(opener: Opener, gzipped: bool, limits: ReadLimits | None = None) -> Opener:
+    """Wrap an opener so it yields decompressed bytes for `.gz` objects, within `limits`."""
     if not gzipped:
         return opener
-    return lambda: gzip.GzipFile(fileobj=opener(), mode="rb")  # type: ignore[return-value]
+    bounds = limits or ReadLimits()
+    return lambda: io.BufferedReader(_BoundedGzip(opener(), bounds))
 
 
-def read_csv(opener: Opener, dialect: Dialect, batch_bytes: int) -> CsvStream:
+def read_csv(opener: Opener, dialect: Dialect, batch_bytes: int, limits: ReadLimits | None = None) -> CsvStream:
     """Open a CSV for streaming; raises CsvFormatError if it has no readable header.
 
     The batches are read lazily; reading them raises CsvFormatError for a file that stops
-    decompressing part way. `opener` is called again for each pass over the file.
+    decompressing part way, or that goes past `limits` (a field or line longer than
+    `max_field_bytes`). `opener` is called again for each pass over the file.
     """
     head = _read_head(opener, dialect)
     stream = CsvStream(
@@ -170,7 +253,7 @@ def read_csv(opener: Opener, dialect: Dialect, batch_bytes: int) -> CsvStream:
         stats=ReadStats(blank_lines=head.blank_before),
         notes=head.notes,
     )
-    stream.batches = _Reader(opener, dialect, stream, batch_bytes).batches()
+    stream.batches = _Reader(opener, dialect, stream, batch_bytes, limits or ReadLimits()).batches()
     return stream
 
 
@@ -361,8 +444,11 @@ class _RestartError(Exception):
 class _Reader:
     """Reads the data records of one file: fast path first, the exact path after a record it cannot read."""
 
-    def __init__(self, opener: Opener, dialect: Dialect, stream: CsvStream, batch_bytes: int) -> None:
+    def __init__(
+        self, opener: Opener, dialect: Dialect, stream: CsvStream, batch_bytes: int, limits: ReadLimits
+    ) -> None:
         self.opener = opener
+        self.limits = limits
         self.dialect = dialect
         self.stream = stream
         self.batch_bytes = batch_bytes
@@ -379,9 +465,11 @@ class _Reader:
                     yield from self._handed_out(self._fast(block))
                     return
                 except _RestartError as exc:
-                    if not (exc.bigger_block and block < _MAX_BLOCK_BYTES):
+                    # A record longer than twice the field limit goes to the exact path, which stops at the limit.
+                    largest = min(_MAX_BLOCK_BYTES, max(_READ_BLOCK_BYTES, 2 * self.limits.max_field_bytes))
+                    if not (exc.bigger_block and block < largest):
                         break
-                    block *= 4
+                    block = min(block * 4, largest)
             self.stream.stats.path = "exact"
             yield from self._handed_out(self._exact())
         except _UNREADABLE as exc:
@@ -389,12 +477,25 @@ class _Reader:
 
     def _handed_out(self, batches: Iterator[RawBatch]) -> Iterator[RawBatch]:
         for batch in _rebatched(batches, self.batch_bytes):
+            self._within_limits(batch)
             batch = self._broken_quoting_rejected(batch)
             self.records_done = batch.records_end
             self.stream.stats.blank_lines += batch.blank_lines
             self.stream.stats.fallback_rows += batch.fallback_rows
             yield batch
         self.stream.stats.escapes = self.escapes
+
+    def _within_limits(self, batch: RawBatch) -> None:
+        """A field longer than max_field_bytes rejects the file (the exact path stops at one; the fast path reads
+        records up to its largest block, and must give the same answer)."""
+        limit = self.limits.max_field_bytes
+        for index, col in enumerate(batch.columns):
+            if len(col) == 0:
+                continue
+            sizes = pc.binary_length(col)
+            if (pc.max(sizes).as_py() or 0) > limit:
+                row = int(pc.index(pc.greater(sizes, limit), True).as_py())
+                raise _too_long(f"{self._field(index)}", int(batch.lines[row]), limit)
 
     def _opened(self) -> BinaryIO:
         """The file from its start; counts the escape characters read when the dialect has one."""
@@ -624,9 +725,13 @@ class _Reader:
 
     def _exact(self) -> Iterator[RawBatch]:
         codec = _codec(self.stream.encoding)
+        # The csv module holds a field whole (up to its limit) and a line whole: both bounded by max_field_bytes.
+        csv.field_size_limit(self.limits.max_field_bytes)
         with self._opened() as raw:
             text = io.TextIOWrapper(_buffered(raw), encoding=codec, errors="surrogateescape", newline="")
-            reader = csv.reader(text, **_csv_args(self.dialect, self.stream.delimiter))
+            reader = csv.reader(
+                _bounded_lines(text, self.limits.max_field_bytes), **_csv_args(self.dialect, self.stream.delimiter)
+            )
             while reader.line_num < self.stream.header_lines:
                 if next(reader, None) is None:
                     return
@@ -792,11 +897,30 @@ class _RecordCounter:
         return starts
 
 
-def _exact_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+def _exact_rows(reader: Any) -> Iterator[list[str]]:
     try:
         yield from reader
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise _too_long("a field", reader.line_num, csv.field_size_limit()) from exc
         raise CsvFormatError(f"cannot parse CSV: {exc}") from exc
+
+
+def _too_long(what: str, line: int, limit: int) -> CsvFormatError:
+    return CsvFormatError(
+        f"{what} at line {line} is longer than {_mib(limit)} (max_field_bytes): the file is rejected whole "
+        "rather than held in memory (raise the dataset's max_field_bytes to read it)"
+    )
+
+
+def _bounded_lines(text: io.TextIOBase, limit: int) -> Iterator[str]:
+    """The lines of a text stream, none longer than `limit` characters (CsvFormatError instead)."""
+    number = 0
+    while line := text.readline(limit + 1):
+        number += 1
+        if len(line) > limit:
+            raise _too_long("a line", number, limit)
+        yield line
 
 
 def _escaped_bytes(raw: bytes | str | None) -> str:

@@ -6,23 +6,27 @@ list_files ─► transform[file] (mapped) ─┬─► load ─► table_change
                                         └─► validation_report (Great Expectations) ─┘
 ```
 
-The DAG only wires tasks; their bodies are in `tasks.py`, the rules in the contract.
+The DAG only wires tasks; their bodies are in `tasks.py`, the rules in the contract. Parsing the DAG
+imports only what its shape needs (the contract, the settings, Airflow): each task imports the engine
+(`tasks.py`: pyarrow, pandas, the S3 and PostgreSQL clients) when it runs, so a busy scheduler or DAG
+processor never pays for it (`make bench` reports a parse of the DAG folder).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from include.etl import tasks
-from include.etl.batching import group_label
 from include.etl.contract import Contract, ContractError, contract_paths, load_contract
 from include.etl.events import raw_files_asset, table_asset
 from include.etl.notify import on_task_failure
+from include.etl.owners import collisions
 from include.etl.quality import ONE_ROW, column_checks, table_checks
 from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings, SettingsError
-from include.etl.storage import RawFile
+
+if TYPE_CHECKING:
+    from include.etl.storage import RawFile
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -35,9 +39,10 @@ def valid_contracts() -> tuple[list[Contract], list[str]]:
     """The contracts that can become a DAG, and what is wrong with the others (file, key, problem).
 
     One broken contract must not take the other datasets' DAGs down: `dags/pipelines.py` builds the
-    valid ones, `dags/contract_errors.py` turns the problems into Airflow import errors.
+    valid ones, `dags/contract_errors.py` turns the problems into Airflow import errors. Two contracts
+    that name the same table (or ledger, or duplicates table) are both refused (owners.collisions).
     """
-    contracts: list[Contract] = []
+    loaded: list[tuple[str, Contract]] = []
     problems: list[str] = []
     seen: dict[str, Path] = {}
     for path in contract_paths():
@@ -51,8 +56,11 @@ def valid_contracts() -> tuple[list[Contract], list[str]]:
         except (ContractError, SettingsError) as exc:
             problems.append(str(exc))
             continue
-        contracts.append(contract)
-    return contracts, problems
+        loaded.append((str(path), contract))
+    shared = collisions(loaded)
+    for dataset in sorted(shared):
+        problems += shared[dataset]
+    return [c for _, c in loaded if c.dataset not in shared], problems
 
 
 def build_pipeline(contract: Contract) -> Any:
@@ -96,28 +104,41 @@ def build_pipeline(contract: Contract) -> Any:
     def pipeline() -> None:
         @task
         def list_files() -> list[list[RawFile]]:
+            from include.etl import tasks
+
             return tasks.list_files(get_current_context(), contract)
 
         @task(map_index_template="{{ file_name }}")
         def transform(files: list[RawFile]) -> list[dict[str, Any]]:
+            from include.etl import tasks
+            from include.etl.batching import group_label
+
             context = get_current_context()
             context["file_name"] = group_label(files)  # type: ignore[typeddict-unknown-key]
             return tasks.transform(context, contract, files)
 
         @task(trigger_rule="all_done")
         def load(groups: list[list[RawFile]]) -> dict[str, Any]:
+            from include.etl import tasks
+
             return tasks.load(get_current_context(), contract, groups)
 
         @task(trigger_rule="all_done")
         def validation_report(groups: list[list[RawFile]]) -> list[dict[str, Any]]:
+            from include.etl import tasks
+
             return tasks.validation_report(get_current_context(), contract, groups)
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def table_changed(summary: dict[str, Any]) -> bool:
+            from include.etl import tasks
+
             return tasks.table_changed(summary)
 
         @task(trigger_rule="none_failed")
         def notify(summary: dict[str, Any], report: list[dict[str, Any]]) -> None:
+            from include.etl import tasks
+
             tasks.send_summary(get_current_context(), contract, summary, report)
 
         groups = list_files()

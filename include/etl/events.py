@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
 
 from include.etl.contract import Contract
+from include.etl.layout import partition_day
 from include.etl.settings import AWS_CONN_ID, DatasetSettings
 
 log = logging.getLogger(__name__)
 
-_PARTITION = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})/")
 _EVENTS = ("ObjectCreated", "ObjectRemoved")
 
 
@@ -83,6 +82,5 @@ def keys_from_asset_events(events: Iterable[Any]) -> list[str]:
 
 
 def partitions_of(keys: Iterable[str], raw_prefix: str) -> set[str]:
-    """The `dt=` partitions (days) of keys under the raw prefix."""
-    prefix = raw_prefix.strip("/") + "/"
-    return {m.group(1) for k in keys if k.startswith(prefix) and (m := _PARTITION.match(k[len(prefix) :]))}
+    """The `dt=` partitions (days that exist) of keys under the raw prefix."""
+    return {day for k in keys if (day := partition_day(k, raw_prefix)) is not None}

@@ -22,7 +22,8 @@ from typing import Any
 from psycopg import sql
 
 from include.etl.contract import Contract
-from include.etl.schema import schema_of, table_columns, table_ident
+from include.etl.names import schema_of, table_ident
+from include.etl.schema import table_columns
 
 _NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
 

@@ -24,12 +24,14 @@ from typing import Any, Literal
 
 from psycopg import sql
 
-from include.etl.schema import schema_of, table_ident
+from include.etl.layout import partition_day
+from include.etl.names import schema_of, table_ident
 from include.etl.storage import RawObject
 
-Status = Literal["pending", "failed", "parked", "loaded", "rejected", "superseded", "skipped", "deleted"]
+Status = Literal["pending", "failed", "parked", "loaded", "rejected", "superseded", "skipped", "deleted", "ignored"]
 OPEN: tuple[Status, ...] = ("pending", "failed")
 DONE: tuple[Status, ...] = ("loaded", "rejected", "skipped", "deleted")
+_STATUSES = "('pending', 'failed', 'parked', 'loaded', 'rejected', 'superseded', 'skipped', 'deleted', 'ignored')"
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Outcome:
     rows_loaded: int = 0
     rows_rejected: int = 0
     rows_duplicate: int = 0
+    # Clean rows with distinct keys: the rows a loaded file holds in the table or the duplicates table.
+    distinct_keys: int | None = None
     blank_lines: int = 0
     encoding: str | None = None
     reinterpreted: dict[str, int] = field(default_factory=dict)
@@ -88,8 +92,7 @@ _COLUMNS = """
     last_modified   timestamptz NOT NULL,
     version_id      text,
     size_bytes      bigint,
-    status          text        NOT NULL CHECK (status IN
-                        ('pending', 'failed', 'parked', 'loaded', 'rejected', 'superseded', 'skipped', 'deleted')),
+    status          text        NOT NULL CONSTRAINT {status_check} CHECK (status IN {statuses}),
     reason          text,
     quarantined     boolean     NOT NULL DEFAULT false,
     attempts        integer     NOT NULL DEFAULT 0,
@@ -110,6 +113,8 @@ _COLUMNS = """
     rejected_key    text,
     validation_key  text,
     run_id          text,
+    partition_day   date,
+    distinct_keys   bigint,
     PRIMARY KEY (source_key, etag, last_modified),
     CHECK (status NOT IN ('loaded', 'rejected') OR rows_read = rows_loaded + rows_rejected + rows_duplicate)
 """
@@ -121,14 +126,20 @@ def ddl_lock(cur: Any) -> None:
 
 
 def ensure_ledger(cur: Any, ledger_table: str) -> None:
-    """Create the ledger, its schema and its indexes if missing (call under ddl_lock)."""
+    """Create the ledger, its schema and its indexes if missing, or bring an older one up to date (call under
+    ddl_lock)."""
     cur.execute("SELECT to_regclass(%s)", (table_ident(ledger_table).as_string(cur),))
     if cur.fetchone()[0] is not None:
+        _upgrade(cur, ledger_table)
         return  # no DDL, so no lock on a ledger a load is writing to
     ident = table_ident(ledger_table)
     schema, name = schema_of(ledger_table), ledger_table.split(".", 1)[-1]
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-    cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + _COLUMNS + ")").format(ident))
+    cur.execute(
+        sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + _COLUMNS + ")").format(
+            ident, status_check=sql.Identifier(f"{name}_status_check"), statuses=sql.SQL(_STATUSES)
+        )
+    )
     # At most one live version per key: the one whose rows the table holds.
     cur.execute(
         sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (source_key) WHERE status = 'loaded'").format(
@@ -140,6 +151,38 @@ def ensure_ledger(cur: Any, ledger_table: str) -> None:
             sql.Identifier(f"{name}_open"), ident
         )
     )
+
+
+_ADDED = {"partition_day": "date", "distinct_keys": "bigint"}  # columns later versions added
+
+
+def _upgrade(cur: Any, ledger_table: str) -> None:
+    """A ledger made by an earlier version: add the `ignored` status, the partition_day column (filled from the
+    keys) and distinct_keys (unknown for files loaded before: every clean row was kept then). Nothing to do, and
+    no lock taken, once it has them."""
+    schema, name = schema_of(ledger_table), ledger_table.split(".", 1)[-1]
+    cur.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+        "AND column_name = ANY(%s)",
+        (schema, name, list(_ADDED)),
+    )
+    if cur.fetchone()[0] == len(_ADDED):
+        return
+    ident = table_ident(ledger_table)
+    check = sql.Identifier(f"{name}_status_check")
+    for column, kind in _ADDED.items():
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                ident, sql.Identifier(column), sql.SQL(kind)
+            )
+        )
+    cur.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(ident, check))
+    cur.execute(
+        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} CHECK (status IN {})").format(ident, check, sql.SQL(_STATUSES))
+    )
+    cur.execute(sql.SQL("SELECT DISTINCT source_key FROM {}").format(ident))
+    days = [(day, key) for (key,) in cur.fetchall() if (day := partition_day(key)) is not None]
+    cur.executemany(sql.SQL("UPDATE {} SET partition_day = %s WHERE source_key = %s").format(ident), days)
 
 
 _ROW_FIELDS = "source_key, etag, last_modified, status, attempts, reason, last_error, first_seen_at, deleted_at"
@@ -192,7 +235,12 @@ class Observation:
 
 
 def observe(
-    cur: Any, ledger_table: str, listed: Sequence[RawObject], run_id: str, reprocess: bool = False
+    cur: Any,
+    ledger_table: str,
+    listed: Sequence[RawObject],
+    run_id: str,
+    reprocess: bool = False,
+    raw_prefix: str | None = None,
 ) -> Observation:
     """Record the listed current versions (new ones as pending) and decide which to take up.
 
@@ -225,10 +273,10 @@ def observe(
     if new:
         cur.executemany(
             sql.SQL(
-                "INSERT INTO {} (source_key, etag, last_modified, size_bytes, status, run_id) "
-                "VALUES (%s, %s, %s, %s, 'pending', %s) ON CONFLICT DO NOTHING"
+                "INSERT INTO {} (source_key, etag, last_modified, size_bytes, status, run_id, partition_day) "
+                "VALUES (%s, %s, %s, %s, 'pending', %s, %s) ON CONFLICT DO NOTHING"
             ).format(table),
-            [(o.key, o.etag, o.last_modified, o.size, run_id) for o in new],
+            [(o.key, o.etag, o.last_modified, o.size, run_id, partition_day(o.key, raw_prefix)) for o in new],
         )
     if revived:
         cur.executemany(
@@ -250,15 +298,35 @@ def observe(
     return Observation(todo, done, parked)
 
 
-def expect_version(cur: Any, ledger_table: str, obj: RawObject, run_id: str, why: str) -> None:
+def expect_version(
+    cur: Any, ledger_table: str, obj: RawObject, run_id: str, why: str, raw_prefix: str | None = None
+) -> None:
     """Record a version as pending (e.g. the newer version that superseded the one a run read)."""
     cur.execute(
         sql.SQL(
-            "INSERT INTO {} (source_key, etag, last_modified, size_bytes, status, reason, run_id) "
-            "VALUES (%s, %s, %s, %s, 'pending', %s, %s) ON CONFLICT DO NOTHING"
+            "INSERT INTO {} (source_key, etag, last_modified, size_bytes, status, reason, run_id, partition_day) "
+            "VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s) ON CONFLICT DO NOTHING"
         ).format(table_ident(ledger_table)),
-        (obj.key, obj.etag, obj.last_modified, obj.size, why, run_id),
+        (obj.key, obj.etag, obj.last_modified, obj.size, why, run_id, partition_day(obj.key, raw_prefix)),
     )
+
+
+def ignore(cur: Any, ledger_table: str, objects: Sequence[tuple[RawObject, str]], run_id: str) -> list[dict[str, str]]:
+    """Record objects under the raw prefix that are not read (wrong layout, not a CSV), each with its reason.
+    Returns those recorded now ({"key", "reason"}): a version is recorded once, however often it is listed."""
+    if not objects:
+        return []
+    table = table_ident(ledger_table)
+    known = {(r.source_key, r.etag, r.last_modified) for r in rows_for(cur, ledger_table, [o.key for o, _ in objects])}
+    new = [(o, why) for o, why in objects if (o.key, o.etag, o.last_modified) not in known]
+    cur.executemany(
+        sql.SQL(
+            "INSERT INTO {} (source_key, etag, last_modified, size_bytes, status, reason, run_id) "
+            "VALUES (%s, %s, %s, %s, 'ignored', %s, %s) ON CONFLICT DO NOTHING"
+        ).format(table),
+        [(o.key, o.etag, o.last_modified, o.size, why, run_id) for o, why in new],
+    )
+    return [{"key": o.key, "reason": why} for o, why in new]
 
 
 def open_partitions(cur: Any, ledger_table: str) -> list[str]:
@@ -311,7 +379,9 @@ def skip(cur: Any, ledger_table: str, keys: Sequence[str], reason: str, run_id: 
     return sorted(r[0] for r in cur.fetchall())
 
 
-def record(cur: Any, ledger_table: str, outcomes: Sequence[Outcome], max_attempts: int) -> None:
+def record(
+    cur: Any, ledger_table: str, outcomes: Sequence[Outcome], max_attempts: int, raw_prefix: str | None = None
+) -> None:
     """Write what a load did with each version, in the load's transaction.
 
     A loaded version makes the key's previous loaded version superseded; a failed one counts an
@@ -358,6 +428,7 @@ def record(cur: Any, ledger_table: str, outcomes: Sequence[Outcome], max_attempt
         "rows_loaded",
         "rows_rejected",
         "rows_duplicate",
+        "distinct_keys",
         "blank_lines",
         "encoding",
         "reinterpreted",
@@ -366,12 +437,14 @@ def record(cur: Any, ledger_table: str, outcomes: Sequence[Outcome], max_attempt
         "rejected_key",
         "validation_key",
         "run_id",
+        "partition_day",
     ]
-    keep_on_failure = {"source_key", "etag", "last_modified", "size_bytes", "version_id"}
+    keep_on_failure = {"source_key", "etag", "last_modified", "size_bytes", "version_id", "partition_day"}
     rows = []
     for o in outcomes:
         values = {n: getattr(o, n, None) for n in names}
         values["last_error"] = o.error
+        values["partition_day"] = partition_day(o.source_key, raw_prefix)
         values["reinterpreted"] = json.dumps(o.reinterpreted)
         values["notes"] = json.dumps([*o.notes, *(f"warning: {w}" for w in o.warnings)])
         rows.append(values)

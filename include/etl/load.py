@@ -19,11 +19,12 @@ from typing import Any
 
 from psycopg import sql
 
-from include.etl import evolution, ledger, staging, storage
+from include.etl import evolution, ledger, owners, staging, storage
 from include.etl.contract import Contract
 from include.etl.merge import MergeResult, merge
+from include.etl.names import schema_of, table_ident
 from include.etl.results import FileResult
-from include.etl.schema import schema_of, table_columns, table_ident
+from include.etl.schema import table_columns
 from include.etl.settings import DatasetSettings
 from include.etl.storage import RawObject
 
@@ -54,8 +55,10 @@ class LoadReport:
 def ensure_tables(cur: Any, contract: Contract) -> list[str]:
     """Create the table, the duplicates table and the ledger, or evolve them to the contract.
 
-    Returns the changes applied; raises evolution.SchemaEvolutionError for incompatible ones.
+    Returns the changes applied; raises evolution.SchemaEvolutionError for incompatible ones, and
+    owners.OwnershipError (before any change) when one of the tables belongs to another dataset.
     """
+    made = owners.check(cur, contract)
     changes: list[evolution.Change] = []
     for qualified, key in ((contract.table, True), (contract.duplicates_table, False)):
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema_of(qualified))))
@@ -66,6 +69,8 @@ def ensure_tables(cur: Any, contract: Contract) -> list[str]:
             changes += evolution.plan(cur, contract, qualified, key)
     evolution.apply(cur, changes)
     ledger.ensure_ledger(cur, contract.ledger_table)
+    for table, what in made:
+        owners.mark(cur, table, contract.dataset, what)
     return [c.description for c in changes if c.table == contract.table]
 
 
@@ -204,13 +209,23 @@ def _load(
         report.seconds.update(merged.seconds)
         for result in loadable:
             kept = merged.kept_by_file.get(result.source_key, 0)
+            distinct = result.rows_clean - merged.collapsed_by_file.get(result.source_key, 0)
             plan.outcomes.append(
-                _outcome(result, run_id, "loaded", rows_loaded=kept, rows_duplicate=result.rows_clean - kept)
+                _outcome(
+                    result,
+                    run_id,
+                    "loaded",
+                    rows_loaded=kept,
+                    rows_duplicate=result.rows_clean - kept,
+                    distinct_keys=distinct,
+                )
             )
     report.rows_inserted, report.rows_updated, report.rows_removed = merged.inserted, merged.updated, merged.removed
     for obj in plan.expected:
-        ledger.expect_version(cur, contract.ledger_table, obj, run_id, "seen when an older version was loaded")
-    ledger.record(cur, contract.ledger_table, plan.outcomes, settings.max_attempts)
+        ledger.expect_version(
+            cur, contract.ledger_table, obj, run_id, "seen when an older version was loaded", settings.raw_prefix
+        )
+    ledger.record(cur, contract.ledger_table, plan.outcomes, settings.max_attempts, settings.raw_prefix)
     if deleted and contract.on_source_delete == "remove":
         ledger.mark_deleted(cur, contract.ledger_table, [k for k in plan.retract if k in set(deleted)], remove=True)
     report.files = [_file_report(o, merged) for o in plan.outcomes]

@@ -2,8 +2,10 @@
 
 The table holds, per key, the row with the highest precedence among the clean rows of the
 live (loaded) file versions: the latest `latest_by`, then the file that landed last (S3
-LastModified), then the later file key, then the later line. Every other such row is kept in
-the dataset's duplicates table. So when a file is replaced, reprocessed or (if the contract
+LastModified), then the later file key, then the later line. The best row of each other file
+holding the key is kept in the dataset's duplicates table (a file's other rows of a key can never
+win while it is live, and leave with it: they are counted, not kept, so a file of a million copies
+of one row costs one row there). So when a file is replaced, reprocessed or (if the contract
 says so) deleted, its rows are taken out of both, and each key it held falls back to the best
 remaining row: the result depends only on which versions are live, never on the order runs,
 retries and events came in.
@@ -29,12 +31,13 @@ from psycopg import sql
 
 from include.etl import staging
 from include.etl.contract import Contract
-from include.etl.schema import LOADED_AT, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
+from include.etl.names import LOADED_AT, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
 
 IS_NEW = "etl_is_new"  # etl_latest: the table has no row with this key
 WINS = "etl_wins"  # etl_latest: the staged winner replaces the table's row (or there is none)
 STALE = "etl_stale"  # etl_latest: the table's row comes from a retracted file version
 RANK = "etl_rank"  # etl_latest: the staged row's place among its key's staged rows (1: the best)
+FILE_RANK = "etl_file_rank"  # its place among the staged rows of its key from its own file
 
 
 @dataclass
@@ -45,6 +48,8 @@ class MergeResult:
     updated: int = 0
     removed: int = 0
     kept_by_file: dict[str, int] = field(default_factory=dict)
+    # Per file: its rows that lost to a better row of their key in the same file (counted, never kept).
+    collapsed_by_file: dict[str, int] = field(default_factory=dict)
     removed_by_file: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # dedup (pick each key's winner), merge (write)
 
@@ -130,6 +135,7 @@ def merge(
         "wins": sql.Identifier(WINS),
         "stale": sql.Identifier(STALE),
         "rank": sql.Identifier(RANK),
+        "file_rank": sql.Identifier(FILE_RANK),
         "loaded_at": sql.Identifier(LOADED_AT),
         "t_cols": sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in columns),
         "l_cols": sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in columns),
@@ -167,14 +173,14 @@ def merge(
     cur.execute("DROP TABLE IF EXISTS pg_temp.etl_latest, pg_temp.etl_ranked, pg_temp.etl_duplicate_keys")
     duplicated = None if retract else duplicate_keys(staged_keys, contract.key)
     if staged_keys is None or duplicated is None:
-        _rank_every_row(cur, fmt, args)
+        result.collapsed_by_file = _rank_every_row(cur, fmt, args)
     else:
         # etl_latest in key order, unless the staged rows come in ascending runs (files sorted by key): the inserts
         # into the table's key index are then local, as after the full sort (in random order they cost twice as much).
         in_key_order = _ascending_runs(staged_keys, contract.key)
         order = sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(k)) for k in contract.key)
         fmt["key_order"] = sql.SQL("") if in_key_order else sql.SQL(" ORDER BY {}").format(order)
-        _rank_duplicated_keys(cur, contract, fmt, args, duplicated)
+        result.collapsed_by_file = _rank_duplicated_keys(cur, contract, fmt, args, duplicated)
     result.seconds["dedup"] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
     # Per file: its rows that are now the table's, and its rows whose key the table already holds.
@@ -210,7 +216,7 @@ def merge(
     return result
 
 
-def _rank_every_row(cur: Any, fmt: dict[str, Any], args: dict[str, Any]) -> None:
+def _rank_every_row(cur: Any, fmt: dict[str, Any], args: dict[str, Any]) -> dict[str, int]:
     """etl_latest: each key's best staged row, compared with the table's row; the others to the duplicates."""
     # Every staged row ranked within its key in one sort (the precedence is a total order: file and line are
     # unique), and compared with the table's row.
@@ -218,22 +224,27 @@ def _rank_every_row(cur: Any, fmt: dict[str, Any], args: dict[str, Any]) -> None
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
             "SELECT l.*, {compared} FROM (SELECT {cols}, row_number() OVER (PARTITION BY {keys} ORDER BY {desc}) "
-            "AS {rank} FROM {stage}) l LEFT JOIN {table} t ON {lt}"
+            "AS {rank}, row_number() OVER (PARTITION BY {keys}, {sk} ORDER BY {desc}) AS {file_rank} FROM {stage}) l "
+            "LEFT JOIN {table} t ON {lt}"
         ).format(**fmt),
         args,
     )
-    # Staged rows that lost to another staged row of their key: out of etl_latest, into the duplicates.
+    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest WHERE {file_rank} > 1 GROUP BY 1").format(**fmt))
+    collapsed = {k: int(n) for k, n in cur.fetchall()}
+    # Staged rows that lost to another staged row of their key: out of etl_latest; each other file's best one into
+    # the duplicates.
     cur.execute(
         sql.SQL(
-            "WITH losers AS (DELETE FROM etl_latest WHERE {rank} > 1 RETURNING {cols}) "
-            "INSERT INTO {dups} ({cols}) SELECT {cols} FROM losers"
+            "WITH losers AS (DELETE FROM etl_latest WHERE {rank} > 1 RETURNING {cols}, {file_rank}) "
+            "INSERT INTO {dups} ({cols}) SELECT {cols} FROM losers WHERE {file_rank} = 1"
         ).format(**fmt)
     )
+    return collapsed
 
 
 def _rank_duplicated_keys(
     cur: Any, contract: Contract, fmt: dict[str, Any], args: dict[str, Any], duplicated: pa.Table
-) -> None:
+) -> dict[str, int]:
     """etl_latest as `_rank_every_row` makes it, with only the rows of the duplicated keys sorted and ranked."""
     if not duplicated.num_rows:  # every staged key is staged once: every staged row is its key's best
         cur.execute(
@@ -243,7 +254,7 @@ def _rank_duplicated_keys(
             ).format(**fmt),
             args,
         )
-        return
+        return {}
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_duplicate_keys ON COMMIT DROP AS SELECT {keys} FROM {stage} WITH NO DATA"
@@ -257,11 +268,18 @@ def _rank_duplicated_keys(
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_ranked ON COMMIT DROP AS "
-            "SELECT {cols}, row_number() OVER (PARTITION BY {keys} ORDER BY {desc}) AS {rank} "
+            "SELECT {cols}, row_number() OVER (PARTITION BY {keys} ORDER BY {desc}) AS {rank}, "
+            "row_number() OVER (PARTITION BY {keys}, {sk} ORDER BY {desc}) AS {file_rank} "
             "FROM {stage} s WHERE {duplicated}"
         ).format(duplicated=duplicated_key, **fmt)
     )
-    cur.execute(sql.SQL("INSERT INTO {dups} ({cols}) SELECT {cols} FROM etl_ranked WHERE {rank} > 1").format(**fmt))
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {dups} ({cols}) SELECT {cols} FROM etl_ranked WHERE {rank} > 1 AND {file_rank} = 1"
+        ).format(**fmt)
+    )
+    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_ranked WHERE {file_rank} > 1 GROUP BY 1").format(**fmt))
+    collapsed = {k: int(n) for k, n in cur.fetchall()}
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "
@@ -270,6 +288,7 @@ def _rank_duplicated_keys(
         ).format(duplicated=duplicated_key, **fmt),
         args,
     )
+    return collapsed
 
 
 def _merge_existing(cur: Any, contract: Contract, columns: list[str], fmt: dict[str, Any]) -> int:

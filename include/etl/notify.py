@@ -7,6 +7,7 @@ through the smtp provider's SmtpHook and the `smtp_default` connection.
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from html import escape
 from typing import Any
@@ -49,13 +50,18 @@ def parked_subject(dag_id: str, parked: Sequence[dict[str, Any]]) -> str:
     return f"[{dag_id}] {len(parked)} file(s) parked after repeated failures: action needed"
 
 
+def trigger_command(dag_id: str, conf: dict[str, Any]) -> str:
+    """The `airflow dags trigger` command line for a run conf, quoted for a POSIX shell: pasted, it passes
+    the conf as written, whatever the keys hold (quotes, `$(...)`, spaces, non-ASCII)."""
+    return shlex.join(["airflow", "dags", "trigger", dag_id, "-c", json.dumps(conf, ensure_ascii=False)])
+
+
 def retry_command(dag_id: str, keys: Sequence[str]) -> str:
-    return f"airflow dags trigger {dag_id} -c '{json.dumps({'retry_files': list(keys)})}'"
+    return trigger_command(dag_id, {"retry_files": list(keys)})
 
 
 def skip_command(dag_id: str, keys: Sequence[str]) -> str:
-    conf = {"skip_files": list(keys), "skip_reason": "why"}
-    return f"airflow dags trigger {dag_id} -c '{json.dumps(conf)}'"
+    return trigger_command(dag_id, {"skip_files": list(keys), "skip_reason": "why"})
 
 
 def _note(f: dict[str, Any], settings: DatasetSettings | None) -> str:
@@ -165,8 +171,23 @@ def render_summary_html(
         items = "".join(f"<li>{escape(k)}</li>" for k in summary["deleted"])
         parts.append(f"<p><b>Raw objects deleted from S3</b>: {what}.</p><ul>{items}</ul>")
     parts.append(f"<table border='1' cellpadding='4' cellspacing='0'><tr>{head}</tr>{body}</table>")
+    parts.append(_ignored_html(summary))
     parts.append(_parked_html(dag_id, summary.get("parked") or []))
     return "".join(parts)
+
+
+def _ignored_html(summary: dict[str, Any]) -> str:
+    """Objects under the raw prefix this run found and does not read, with why (recorded in the ledger)."""
+    ignored = summary.get("ignored") or []
+    if not ignored:
+        return ""
+    count = int(summary.get("ignored_count") or len(ignored))
+    items = "".join(f"<li><code>{escape(i['key'])}</code>: {escape(i['reason'])}</li>" for i in ignored)
+    more = f"<p>... and {count - len(ignored)} more (the ledger has them all).</p>" if count > len(ignored) else ""
+    return (
+        f"<p><b>{count} object(s) under the raw prefix are not read</b> (recorded in the ledger as ignored; "
+        f"move or rename them to load them):</p><ul>{items}</ul>{more}"
+    )
 
 
 def _parked_html(dag_id: str, parked: Sequence[str]) -> str:

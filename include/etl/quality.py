@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from psycopg import sql
 
 from include.etl.contract import Column, Contract
-from include.etl.schema import SOURCE_KEY, table_ident
+from include.etl.names import SOURCE_KEY, table_ident
 
 # The relation the check operators run their conditions against: exactly one row.
 ONE_ROW = "(SELECT 1) AS one_row"
@@ -79,11 +79,13 @@ def table_checks(contract: Contract) -> dict[str, dict[str, str]]:
             product = " * ".join(_q(c) for c in derived.product_of)
             checks[f"{derived.name}_is_product"] = _none(t, f"{_q(derived.name)} IS DISTINCT FROM {product}")
     live = f"SELECT {_q(SOURCE_KEY)} FROM {ledger} WHERE status = 'loaded'"
-    # Every clean row of every live file version is in the table or among its duplicates.
+    # Every live file version's best row of each of its keys is in the table or among the duplicates (a file's
+    # other rows of a key are counted as duplicates, never kept; files loaded before that kept every clean row).
     checks["rows_match_ledger"] = {
         "check_statement": (
             f"(SELECT count(*) FROM {t}) + (SELECT count(*) FROM {d}) = "
-            f"(SELECT coalesce(sum(rows_loaded + rows_duplicate), 0) FROM {ledger} WHERE status = 'loaded')"
+            f"(SELECT coalesce(sum(coalesce(distinct_keys, rows_loaded + rows_duplicate)), 0) FROM {ledger} "
+            "WHERE status = 'loaded')"
         )
     }
     checks["rows_come_from_live_files"] = _none(t, f"{_q(SOURCE_KEY)} NOT IN ({live})")

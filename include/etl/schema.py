@@ -1,5 +1,5 @@
 """One registry of how contract columns are stored: Arrow types in Parquet, PostgreSQL types in
-the warehouse, the lineage columns the pipeline adds, and qualified table names.
+the warehouse (the names of the lineage columns and tables are in `names.py`).
 
 The transform writes `output_schema(contract)`; the load creates and evolves tables with
 `pg_type`; nothing else maps a contract type to a storage type.
@@ -10,22 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from psycopg import sql
+
+from include.etl.names import LOADED_AT, REJECTED_LEAD, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, unique_names
 
 if TYPE_CHECKING:
     from include.etl.contract import Column, Contract, Derived
-
-# Lineage: which raw object (key and its LastModified) and which physical line a row came
-# from, and when it was last written to the table.
-SOURCE_KEY = "source_key"
-SOURCE_LINE = "source_line"
-SOURCE_MODIFIED = "source_modified"
-LOADED_AT = "loaded_at"
-LINEAGE_COLUMNS = (SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, LOADED_AT)
-# Columns of rejected-row files before the raw file's own columns.
-REJECT_REASON = "reject_reason"
-RAW_RECORD = "raw_record"
-REJECTED_LEAD = (SOURCE_LINE, REJECT_REASON, RAW_RECORD)
 
 
 def arrow_type(column: Column | Derived) -> pa.DataType:
@@ -77,29 +66,3 @@ def rejected_schema(header: list[str]) -> pa.Schema:
     # Unique across our own columns too: a re-dropped rejected file has them in its header.
     names = unique_names([*REJECTED_LEAD, *header])
     return pa.schema([pa.field(n, pa.int64() if n == SOURCE_LINE else pa.string()) for n in names])
-
-
-def unique_names(header: list[str]) -> list[str]:
-    """Header names made unique (`a`, `a` -> `a`, `a_2`) so they can be table columns."""
-    seen: dict[str, int] = {}
-    out = []
-    for h in header:
-        name = h or "unnamed"
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
-    return out
-
-
-def table_ident(qualified: str) -> sql.Identifier:
-    """`schema.table` (or `table`, in `public`) as a safely quoted identifier."""
-    return sql.Identifier(schema_of(qualified), qualified.split(".", 1)[-1])
-
-
-def schema_of(qualified: str) -> str:
-    """The schema of `schema.table` (`public` when unqualified)."""
-    return qualified.split(".", 1)[0] if "." in qualified else "public"
-
-
-def sibling(qualified: str, name: str) -> str:
-    """A table named `name` in the same schema as `qualified`."""
-    return f"{schema_of(qualified)}.{name}"

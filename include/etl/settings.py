@@ -50,6 +50,11 @@ class DatasetSettings(BaseModel):
     copy_workers: int = Field(default=2, ge=1, le=16)
     # A file that fails this many times (not counting retries of transient faults) is parked.
     max_attempts: int = Field(default=3, ge=1)
+    # What one file may cost: a field (or line) longer than this, a .gz that decompresses past the size or at more
+    # than the ratio (once past 64 MiB), rejects the file whole with the numbers, instead of exhausting a worker.
+    max_field_bytes: int = Field(default=16 << 20, ge=1 << 10)
+    max_decompressed_bytes: int = Field(default=32 << 30, ge=1 << 20)
+    max_compression_ratio: int = Field(default=200, ge=2)
     # Server-side encryption of written objects: "" (the bucket's default), "AES256" or "aws:kms".
     s3_sse: Literal["", "AES256", "aws:kms"] = ""
     s3_sse_kms_key_id: str = ""

@@ -34,7 +34,8 @@ except ImportError:  # pragma: no cover - depends on the platform
 from include.etl import storage
 from include.etl.contract import Contract
 from include.etl.faults import describe, is_transient
-from include.etl.schema import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, pg_type
+from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED
+from include.etl.schema import pg_type
 from include.etl.storage import ObjectChangedError, RawObject
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ def new_stage(cur: Any, contract: Contract) -> Stage:
         (schema, contract.stage_prefix),
     )
     for (leftover,) in cur.fetchall():
+        if not leftover[len(contract.stage_prefix) :].isdigit():
+            continue  # not a staging table (those end in a transaction id): never dropped
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(schema, leftover)))
     cur.execute("SELECT pg_current_xact_id()::text")
     name = sql.Identifier(schema, contract.stage_prefix + cur.fetchone()[0])

@@ -12,14 +12,17 @@ load can tell a processed file of an older version from the current one.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, TypedDict
 
 from botocore.exceptions import ClientError
 
-RAW_SUFFIXES = (".csv", ".csv.gz")
+from include.etl.layout import RAW_SUFFIXES
+
 # Object metadata naming the raw version an output was made from.
 SOURCE_ETAG = "source-etag"
 SOURCE_MODIFIED = "source-last-modified"
@@ -76,20 +79,21 @@ def partition_prefix(prefix: str, day: str) -> str:
     return f"{prefix.strip('/')}/dt={day}/"
 
 
-def list_partition(s3: Any, bucket: str, prefix: str) -> tuple[list[RawObject], list[str]]:
-    """All CSV objects under prefix (paginated), sorted by key, and the other keys found."""
+def object_version(listed: dict[str, Any]) -> RawObject:
+    """The version an entry of a ListObjectsV2 response names."""
+    return RawObject(listed["Key"], listed["ETag"].strip('"'), int(listed["Size"]), _utc(listed["LastModified"]))
+
+
+def list_partition(s3: Any, bucket: str, prefix: str) -> tuple[list[RawObject], list[RawObject]]:
+    """All CSV objects under prefix (paginated), sorted by key, and the other objects found (folder markers too)."""
     csvs: list[RawObject] = []
-    others: list[str] = []
+    others: list[RawObject] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for obj in page.get("Contents", []):
             key = obj["Key"]
-            if key.endswith("/"):
-                continue
-            if key.lower().endswith(RAW_SUFFIXES):
-                csvs.append(RawObject(key, obj["ETag"].strip('"'), int(obj["Size"]), _utc(obj["LastModified"])))
-            else:
-                others.append(key)
-    return sorted(csvs, key=lambda o: o.key), sorted(others)
+            is_csv = key.lower().endswith(RAW_SUFFIXES) and not key.endswith("/")
+            (csvs if is_csv else others).append(object_version(obj))
+    return sorted(csvs, key=lambda o: o.key), sorted(others, key=lambda o: o.key)
 
 
 def head(s3: Any, bucket: str, key: str) -> RawObject | None:
@@ -123,15 +127,27 @@ def source_metadata(obj: RawObject) -> dict[str, str]:
     return {SOURCE_ETAG: obj.etag, SOURCE_MODIFIED: obj.last_modified.isoformat()}
 
 
+# S3 keys are at most 1,024 bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+
+
 def zone_key(raw_key: str, raw_prefix: str, zone_prefix: str, suffix: str = "") -> str:
     """A raw key's key in another zone: the same partition path and file name, plus a suffix.
 
     The whole raw name is kept (`a.csv` -> `a.csv.parquet`, `a.CSV` -> `a.CSV.parquet`,
-    `a.csv.gz` -> `a.csv.gz.parquet`), so no two raw keys share an output.
+    `a.csv.gz` -> `a.csv.gz.parquet`), so no two raw keys share an output. A key that would be longer
+    than S3 allows (a raw key near 1,024 bytes, a longer zone prefix) keeps the start of its path and
+    ends in `~` and a hash of the whole raw key: still unique, and still S3's.
     """
     prefix = raw_prefix.strip("/") + "/"
     relative = raw_key[len(prefix) :] if raw_key.startswith(prefix) else posixpath.basename(raw_key)
-    return f"{zone_prefix.strip('/')}/{relative}{suffix}"
+    key = f"{zone_prefix.strip('/')}/{relative}{suffix}"
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    tail = "~" + hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()[:20] + suffix
+    room = MAX_KEY_BYTES - len(tail.encode())
+    head = key[: len(key) - len(suffix)].encode()[:room].decode("utf-8", "ignore")  # whole characters only
+    return head + tail
 
 
 def upload(s3: Any, path: str, bucket: str, key: str, content_type: str, extra: dict[str, Any] | None = None) -> None:
@@ -172,11 +188,20 @@ def delete(s3: Any, bucket: str, key: str) -> None:
     s3.delete_object(Bucket=bucket, Key=key)
 
 
+# What an XML 1.0 document may hold: DeleteObjects sends its keys in one, so a key with another character
+# (a control character S3 accepts in keys) is deleted with its own DeleteObject request.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def delete_many(s3: Any, bucket: str, keys: list[str]) -> None:
     """Delete up to 1,000 keys in one request (S3 DeleteObjects); a missing key is not an error.
 
     Raises botocore's ClientError with S3's code (as `delete` would) if S3 could not delete one of them.
     """
+    single = [k for k in keys if _NOT_XML.search(k)]
+    for key in single:
+        delete(s3, bucket, key)
+    keys = [k for k in keys if k not in set(single)]
     if not keys:
         return
     response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from include.etl import ledger, lineage, notify, storage
+from include.etl import layout, ledger, lineage, notify, owners, storage
 from include.etl.batching import group_files, group_label
 from include.etl.contract import Contract
 from include.etl.events import keys_from_asset_events, partitions_of
@@ -114,14 +114,19 @@ def _keys_param(value: Any) -> list[str] | None:
 
 
 LISTING = "listing"  # XCom key of what list_files found besides the file groups
+IGNORED_SHOWN = 100  # newly ignored objects named in XCom and the summary (all are in the ledger)
 
 
 @fail_fast
 def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
     """List the run's partitions (and every partition with a file still to load), record what is new.
 
+    Every object under the raw prefix that is not read (outside the `dt=YYYY-MM-DD/` layout, an impossible day,
+    not a CSV) is recorded in the ledger as `ignored` with its reason, once per version.
+
     Returns the file groups for the mapped transform; pushes {"deleted": keys gone from S3,
-    "listed": count, "retried" / "skipped": keys an operator asked for} as XCom `listing`.
+    "listed": count, "retried" / "skipped": keys an operator asked for, "ignored": the objects
+    recorded as ignored now (at most IGNORED_SHOWN, {"key", "reason"}), "ignored_count"} as XCom `listing`.
     """
     settings = DatasetSettings.from_airflow(contract.dataset)
     params = _params(context)
@@ -129,7 +134,10 @@ def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
     s3 = s3_client()
     with pg_connect() as conn, conn.cursor() as cur:
         ledger.ddl_lock(cur)
+        made = owners.check(cur, contract, ["ledger"])  # another dataset's ledger is never written
         ledger.ensure_ledger(cur, contract.ledger_table)
+        for table, what in made:
+            owners.mark(cur, table, contract.dataset, what)
         conn.commit()
         retried = skipped = []
         if (retry := _keys_param(params.get("retry_files"))) != []:
@@ -145,10 +153,10 @@ def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
             prefixes = sorted(set(prefixes) | set(ledger.open_partitions(cur, contract.ledger_table)))
         listed: dict[str, RawObject] = {}
         deleted: list[str] = []
+        ignored = layout.scan(s3, settings.raw_bucket, settings.raw_prefix).ignored
         for prefix in prefixes:
             found, others = storage.list_partition(s3, settings.raw_bucket, prefix)
-            for key in others:
-                log.warning("ignoring non-CSV object %s", key)
+            ignored += [(o, layout.not_a_csv(o.key) or "not read") for o in others]
             listed.update({o.key: o for o in found})
             present = {o.key for o in found}
             # (A key kept after its deletion is reported once, not by every run that lists its partition.)
@@ -157,21 +165,41 @@ def list_files(context: Any, contract: Contract) -> list[list[RawFile]]:
                 for r in ledger.live_under(cur, contract.ledger_table, prefix)
                 if r.source_key not in present and (r.deleted_at is None or contract.on_source_delete == "remove")
             ]
-        seen = ledger.observe(cur, contract.ledger_table, list(listed.values()), run_id, bool(params.get("reprocess")))
+        seen = ledger.observe(
+            cur,
+            contract.ledger_table,
+            list(listed.values()),
+            run_id,
+            bool(params.get("reprocess")),
+            settings.raw_prefix,
+        )
+        newly_ignored = ledger.ignore(cur, contract.ledger_table, ignored, run_id)
         if deleted and contract.on_source_delete == "keep":
             ledger.mark_deleted(cur, contract.ledger_table, deleted, remove=False)
         conn.commit()
     groups = group_files([o.to_dict() for o in seen.todo], settings.max_mapped_tasks)
     log.info(
-        "%d CSV objects listed in %d folder(s): %d to load, %d done before, %d parked, %d deleted from S3",
+        "%d CSV objects listed in %d folder(s): %d to load, %d done before, %d parked, %d deleted from S3, "
+        "%d ignored (%d of them new)",
         len(listed),
         len(prefixes),
         len(seen.todo),
         len(seen.done),
         len(seen.parked),
         len(deleted),
+        len(ignored),
+        len(newly_ignored),
     )
-    listing = {"deleted": sorted(deleted), "listed": len(listed), "retried": retried, "skipped": skipped}
+    for entry in newly_ignored:
+        log.warning("ignored %s: %s", entry["key"], entry["reason"])
+    listing = {
+        "deleted": sorted(deleted),
+        "listed": len(listed),
+        "retried": retried,
+        "skipped": skipped,
+        "ignored": newly_ignored[:IGNORED_SHOWN],
+        "ignored_count": len(newly_ignored),
+    }
     context["ti"].xcom_push(key=LISTING, value=listing)
     return groups
 
@@ -278,6 +306,8 @@ def _summary(context: Any, contract: Contract, report: LoadReport, listing: dict
         "deleted": listing.get("deleted", []),
         "retried": listing.get("retried", []),
         "skipped_by_operator": listing.get("skipped", []),
+        "ignored": listing.get("ignored", []),
+        "ignored_count": listing.get("ignored_count", 0),
         "on_source_delete": contract.on_source_delete,
     }
 

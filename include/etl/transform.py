@@ -32,9 +32,10 @@ from include.etl.cleaning import (
     whole_file_rejected,
 )
 from include.etl.contract import INVISIBLE, Contract, HeaderMapping, RowCountBetween
-from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
+from include.etl.csv_reader import CsvFormatError, ReadLimits, open_raw, read_csv
+from include.etl.names import SOURCE_LINE
 from include.etl.results import FileResult
-from include.etl.schema import SOURCE_LINE, output_schema, rejected_schema
+from include.etl.schema import output_schema, rejected_schema
 from include.etl.settings import DatasetSettings
 from include.etl.storage import ObjectChangedError, RawObject
 
@@ -69,10 +70,11 @@ def transform_file(s3: Any, obj: RawObject, contract: Contract, settings: Datase
         version.setdefault("id", version_id)
         return body
 
-    opener = open_raw(open_body, obj.gzipped)
+    limits = ReadLimits(settings.max_field_bytes, settings.max_decompressed_bytes, settings.max_compression_ratio)
+    opener = open_raw(open_body, obj.gzipped, limits)
     with tempfile.TemporaryDirectory(prefix="transform-") as tmp:
         try:
-            result, unmet = _clean_to_files(opener, obj, contract, settings, tmp)
+            result, unmet = _clean_to_files(opener, obj, contract, settings, tmp, limits)
         except ObjectChangedError:
             return FileResult.for_version(
                 obj, status="superseded", reason="the object changed or was deleted after it was listed"
@@ -91,14 +93,14 @@ def transform_file(s3: Any, obj: RawObject, contract: Contract, settings: Datase
 
 
 def _clean_to_files(
-    opener: Any, obj: RawObject, contract: Contract, settings: DatasetSettings, tmp: str
+    opener: Any, obj: RawObject, contract: Contract, settings: DatasetSettings, tmp: str, limits: ReadLimits
 ) -> tuple[FileResult, list[tuple[int, int]]]:
     """Stream the CSV through the contract into tmp/clean.parquet and tmp/rejected.csv.
 
     Also returns, per file-level expectation, (clean rows that do not meet it, rows evaluated).
     """
     result = FileResult.for_version(obj)
-    stream = read_csv(opener, contract.csv, settings.batch_bytes)
+    stream = read_csv(opener, contract.csv, settings.batch_bytes, limits)
     mapping = contract.map_headers(stream.header)
     result.extra_columns = list(mapping.extra)
     result.notes = list(stream.notes) + [

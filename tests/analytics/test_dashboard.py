@@ -96,7 +96,10 @@ def test_data_quality_page_shows_freshness_reasons_and_every_file(
     )
     assert len(files) == files_in_ledgers and files["reconciles"].all()
     assert set(per_day["dataset"]) == {"orders", "customers"}
-    assert [s.value for s in at.success] == ["No parked or failed file."]
+    assert [s.value for s in at.success] == [
+        "No parked or failed file.",
+        "Every object under the raw prefixes is in a partition folder and is a CSV file.",
+    ]
 
 
 def test_a_parked_file_is_shown_as_needing_someone(builds: Builds, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,6 +118,31 @@ def test_a_parked_file_is_shown_as_needing_someone(builds: Builds, monkeypatch: 
         assert at.error[0].value.startswith("1 file(s) need someone")
         waiting = at.dataframe[2].value
         assert list(waiting["source_key"]) == [key] and list(waiting["status"]) == ["parked"]
+    finally:
+        with shop.connect() as conn:
+            conn.execute("delete from etl.orders_file_ledger where source_key = %s", (key,))
+        shop.dbt("build", "-s", "dq_files")
+
+
+def test_files_not_read_are_shown_with_their_reason(builds: Builds, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects the listing records as ignored (tests/etl/test_layout.py) are on the quality page, whatever their
+    day: a file in the wrong place has none."""
+    shop = builds.shop
+    key, reason = "raw/orders/dt=2026-02-30/late.csv", "dt=2026-02-30 is not a day that exists"
+    with shop.connect() as conn:
+        conn.execute(
+            "insert into etl.orders_file_ledger (source_key, etag, last_modified, status, reason) "
+            "values (%s, 'e1', now(), 'ignored', %s)",
+            (key, reason),
+        )
+    try:
+        shop.dbt("build", "-s", "dq_files")
+        at = run_app(shop.stack, shop.dbname, monkeypatch)
+        at.switch_page("views/quality.py").run()
+        assert not at.exception, at.exception
+        assert at.warning[0].value.startswith("1 object(s) under the raw prefixes are not read")
+        (not_read,) = [d.value for d in at.dataframe if "reason" in d.value and "first_seen_at" in d.value]
+        assert list(not_read["source_key"]) == [key] and list(not_read["reason"]) == [reason]
     finally:
         with shop.connect() as conn:
             conn.execute("delete from etl.orders_file_ledger where source_key = %s", (key,))

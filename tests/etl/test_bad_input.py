@@ -288,7 +288,7 @@ def test_non_csv_objects_are_reported_not_listed(s3: Any) -> None:
     objects, others = storage.list_partition(s3, SETTINGS.raw_bucket, prefix)
 
     assert [o.key for o in objects] == sorted(prefix + n for n in csv_names)
-    assert others == sorted(prefix + n for n in other_names)
+    assert [o.key for o in others] == sorted([*(prefix + n for n in other_names), prefix + "subfolder/"])
     assert [o.gzipped for o in objects] == [o.key.endswith(".gz") for o in objects]
 
 

@@ -17,7 +17,7 @@ from include.etl import cleaning
 from include.etl.cleaning import MAX_KEY_BYTES, clean_batch
 from include.etl.contract import Contract, parse_contract
 from include.etl.csv_reader import RawBatch
-from include.etl.schema import REJECT_REASON
+from include.etl.names import REJECT_REASON
 
 
 def _contract(columns: dict[str, Any], **top: Any) -> Contract:

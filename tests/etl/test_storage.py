@@ -66,7 +66,13 @@ def test_list_partition_sorts_csvs_and_reports_others(s3: Any) -> None:
     assert [(o.key, o.etag, o.size) for o in csvs] == [(k, _md5(bodies[k]), len(bodies[k])) for k in expected]
     assert all('"' not in o.etag for o in csvs)
     assert all(o.last_modified.tzinfo is not None for o in csvs)
-    assert others == [f"{PREFIX}_SUCCESS", f"{PREFIX}notes.txt", f"{PREFIX}orders.csv.bak"]
+    # Every other object is reported (the listing records it as ignored, with its reason), folder markers too.
+    assert [o.key for o in others] == [
+        f"{PREFIX}_SUCCESS",
+        f"{PREFIX}notes.txt",
+        f"{PREFIX}orders.csv.bak",
+        f"{PREFIX}sub/",
+    ]
 
 
 def test_list_partition_empty_prefix_gives_nothing(s3: Any) -> None:

@@ -1,25 +1,22 @@
 """The task bodies of include/etl/tasks.py, called directly with a small fake task context (tests/task_run.py)
 against the real PostgreSQL and moto's S3 server: what each task returns, pushes and records.
 
-Each test has a warehouse database and raw/processed prefixes of its own (`isolated`), so no other test's open
-files are listed by its runs.
+Each test has a warehouse database and raw/processed prefixes of its own (`isolated`, tests/conftest.py), so no
+other test's open files are listed by its runs.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 
 from include.etl import tasks
 from include.etl.contract import Contract, load_contract
 from local_stack.stack import LocalStack
-from tests.integration.conftest import HEADER, fresh_database, html_body, mails
+from tests.integration.conftest import HEADER, html_body, mails
 from tests.task_run import FakeDagRun, FakeTaskInstance, TaskRun, run_tasks
 
 pytestmark = pytest.mark.integration
@@ -30,20 +27,6 @@ DAY = "2026-02-10"
 @pytest.fixture
 def orders() -> Contract:
     return load_contract("orders")
-
-
-@pytest.fixture
-def isolated(stack: LocalStack, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A warehouse database and S3 prefixes of this test's own; yields a connection to the database."""
-    name = "tasks_" + request.node.name.removeprefix("test_")[:40]
-    with fresh_database(stack, name) as dsn:
-        conn = json.loads(os.environ["AIRFLOW_CONN_WAREHOUSE"])
-        monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({**conn, "schema": name}))
-        for zone in ("raw", "processed", "rejected"):
-            monkeypatch.setenv(f"AIRFLOW_VAR_ORDERS_{zone.upper()}_PREFIX", f"{name}/{zone}/orders")
-        with psycopg.connect(dsn, autocommit=True) as db:
-            db.prefix = name  # type: ignore[attr-defined]
-            yield db
 
 
 def _put(stack: LocalStack, prefix: str, name: str, body: str) -> str:
@@ -83,7 +66,14 @@ def test_list_files_records_new_versions_returns_groups_and_pushes_the_listing(s
     run = _task_run(orders)
     groups = tasks.list_files(_context(run, "list_files"), orders)
     assert [[f["key"] for f in g] for g in groups] == [[a], [b]]
-    assert run.xcom[("list_files", -1, "listing")] == '{"deleted": [], "listed": 2, "retried": [], "skipped": []}'
+    assert json.loads(run.xcom[("list_files", -1, "listing")]) == {
+        "deleted": [],
+        "listed": 2,
+        "retried": [],
+        "skipped": [],
+        "ignored": [],
+        "ignored_count": 0,
+    }
     statuses = isolated.execute("SELECT source_key, status FROM etl.orders_file_ledger ORDER BY 1").fetchall()
     assert statuses == [(a, "pending"), (b, "pending")]
     # Listed again before a load: the same versions are still to do, nothing is recorded twice.

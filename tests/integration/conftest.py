@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import email
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,33 +98,6 @@ def isolated_env(
         }
     )
     return env
-
-
-@pytest.fixture
-def contracts_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A contracts folder holding the shipped contracts, that ETL_CONTRACTS_DIR points at; a test adds its own.
-
-    The DAGs of the added contracts reach the metadata database when a test runs them (`dag.test()`); they are
-    deleted from it afterwards, so a later test (the scheduler's) sees the shipped DAGs only.
-    """
-    from airflow.api.common.delete_dag import delete_dag
-    from airflow.exceptions import DagNotFound
-
-    from include.etl.contract import contract_paths, load_contract
-    from include.etl.dag_factory import dag_id
-
-    folder = tmp_path / "contracts"
-    folder.mkdir()
-    shipped = set()
-    for path in contract_paths():
-        shutil.copy(path, folder / path.name)
-        shipped.add(path.stem)
-    monkeypatch.setenv("ETL_CONTRACTS_DIR", str(folder))
-    yield folder
-    for path in contract_paths(folder):
-        if path.stem not in shipped:
-            with contextlib.suppress(DagNotFound):  # the test failed before its DAG ran
-                delete_dag(dag_id(load_contract(path).dataset), keep_records_in_log=False)
 
 
 @pytest.fixture

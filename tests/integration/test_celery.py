@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from include.etl.contract import load_contract
-from include.etl.schema import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED
+from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED
 from local_stack import airflow, broker, workers
 from local_stack.config import ExecutorChoice
 from local_stack.sample_orders import generate_day

@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from include.etl import ledger
-from include.etl.schema import schema_of, table_ident
+from include.etl.names import schema_of, table_ident
 from include.etl.storage import RawObject
 from tests.integration.conftest import fresh_database
 

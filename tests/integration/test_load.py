@@ -99,11 +99,12 @@ def _ledger(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
 
 
 def _reconciled(conn: psycopg.Connection) -> None:
-    """Every clean row of every live file version is in the table or among the duplicates, once."""
+    """Every live file version's best row of each of its keys is in the table or among the duplicates, once (its
+    other rows of a key are counted as duplicates, never kept)."""
     table = conn.execute("SELECT count(*) FROM analytics.orders").fetchone()[0]
     dups = conn.execute("SELECT count(*) FROM etl.orders_duplicates").fetchone()[0]
     live = conn.execute(
-        "SELECT coalesce(sum(rows_loaded + rows_duplicate), 0) FROM etl.orders_file_ledger WHERE status = 'loaded'"
+        "SELECT coalesce(sum(distinct_keys), 0) FROM etl.orders_file_ledger WHERE status = 'loaded'"
     ).fetchone()[0]
     assert table + dups == live
     assert conn.execute(
@@ -145,6 +146,8 @@ def test_a_key_keeps_its_latest_order_ts_then_the_file_that_landed_last_then_the
     per_file = {f["source_key"].rsplit("/", 1)[-1]: f for f in report.files}
     assert (per_file["a.csv"]["rows_loaded"], per_file["a.csv"]["rows_duplicate"]) == (3, 3)
     assert (per_file["b.csv"]["rows_loaded"], per_file["b.csv"]["rows_duplicate"]) == (1, 1)
+    # a.csv holds keys A, B, C, D (C and D twice: its first C and one D can never win, so they are not kept).
+    assert (per_file["a.csv"]["distinct_keys"], per_file["b.csv"]["distinct_keys"]) == (4, 2)
     for f in report.files:
         assert f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_duplicate"]
     _reconciled(db)

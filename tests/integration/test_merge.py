@@ -23,7 +23,7 @@ from include.etl import staging
 from include.etl.contract import Contract, parse_contract
 from include.etl.load import prepare_tables
 from include.etl.merge import MergeResult, duplicate_keys, merge
-from include.etl.schema import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
+from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
 from tests.integration.conftest import fresh_database
 
 pytestmark = pytest.mark.integration
@@ -140,13 +140,21 @@ def test_ranking_only_the_duplicated_keys_leaves_what_ranking_every_row_leaves(
         steps = []
         for rows in loads:
             result = _load(db, contract, rows, known_keys)
-            steps.append((result.inserted, result.updated, result.kept_by_file, _state(db, contract)))
+            steps.append(
+                (result.inserted, result.updated, result.kept_by_file, result.collapsed_by_file, _state(db, contract))
+            )
         states[known_keys] = steps
     for every_row, duplicated_only in zip(states[False], states[True], strict=True):
         assert every_row == duplicated_only
-    first_table, first_dups = states[True][0][3]
+    first_table, first_dups = states[True][0][4]
     assert first_dups, "the first load has keys staged more than once: its losers are in the duplicates table"
-    assert len(first_table) + len(first_dups) == 360
+    # One row per key and file: each file's best row of a key (a file's other rows of it are counted, not kept).
+    pairs = {
+        (tuple(row[k] for k in contract.key), row[SOURCE_KEY])
+        for row in loads[0].select([*contract.key, SOURCE_KEY]).to_pylist()
+    }
+    assert len(first_table) + len(first_dups) == len(pairs) < 360
+    assert sum(states[True][0][3].values()) == 360 - len(pairs)
     assert states[True][1][1] > 0, "the second load updates rows the table holds"
 
 

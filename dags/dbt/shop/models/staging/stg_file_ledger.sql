@@ -1,5 +1,6 @@
--- Every dataset's file ledger in one relation: one row per raw file version. The partition day is in the key
--- (raw/<dataset>/dt=YYYY-MM-DD/<file>). Rows rejected inside a loaded file are CSVs in S3 (rejected/...): the
+-- Every dataset's file ledger in one relation: one row per raw object version. The partition day is the one its
+-- folder names (raw/<dataset>/dt=YYYY-MM-DD/<file>; null for objects outside that layout, which the ledger
+-- records as `ignored` with the reason). Rows rejected inside a loaded file are CSVs in S3 (rejected/...): the
 -- ledger has their count, and `reason` for a file rejected whole.
 {% for dataset in var('ledger_datasets') %}
 select
@@ -7,7 +8,7 @@ select
     '{{ dataset }}'::text as dataset,
     source_key,
     regexp_replace(source_key, '^.*/', '') as file_name,
-    substring(source_key from 'dt=([0-9]{4}-[0-9]{2}-[0-9]{2})/')::date as partition_day,
+    partition_day,
     etag,
     last_modified,
     size_bytes,
