@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,11 @@ def environment(paths: StackPaths, ports: Ports, executor: ExecutorChoice | None
             f"postgresql+psycopg://{DB_USER}@127.0.0.1:{ports.postgres}/{AIRFLOW_DB}"
         ),
         "AIRFLOW__API__PORT": str(ports.airflow),
+        # Every server of the stack listens on loopback unless asked (LOCAL_AIRFLOW_HOST=0.0.0.0 shares the UI).
+        "AIRFLOW__API__HOST": os.environ.get("LOCAL_AIRFLOW_HOST", "127.0.0.1"),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        # The admin's password: written by the stack (0600), so Airflow neither makes one nor prints it to its log.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file(paths)),
         "AIRFLOW__API__BASE_URL": f"http://localhost:{ports.airflow}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{ports.airflow}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -109,12 +115,20 @@ def migrate(env: dict[str, str]) -> None:
         raise processes.StackError(f"airflow db migrate failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
 
 
+# Airflow's scheduler and triggerer serve task logs to other machines on every interface; on one machine the API
+# server reads the log files themselves.
+_OWN_FLAGS = {"scheduler": ["--skip-serve-logs"], "triggerer": ["--skip-serve-logs"]}
+
+
 def start_services(paths: StackPaths, ports: Ports, env: dict[str, str], services: tuple[str, ...] = SERVICES) -> None:
     """Start Airflow services (all four by default) and wait for the API server."""
     airflow = str(Path(sys.executable).parent / "airflow")
     full_env = {**os.environ, **env}
+    if "api-server" in services:
+        ensure_admin_password(paths)
     for service in services:
-        argv = [airflow, service] + (["--port", str(ports.airflow)] if service == "api-server" else [])
+        argv = [airflow, service, *_OWN_FLAGS.get(service, [])]
+        argv += ["--port", str(ports.airflow)] if service == "api-server" else []
         processes.start(f"airflow-{service}", argv, paths.pids, paths.logs, env=full_env, cwd=PROJECT_ROOT)
     processes.wait_for_port(ports.airflow, 120, "Airflow API server", paths.logs / "airflow-api-server.log")
 
@@ -123,9 +137,26 @@ def stop_services(paths: StackPaths) -> list[str]:
     return [s for s in SERVICES if processes.stop(f"airflow-{s}", paths.pids)]
 
 
+def password_file(paths: StackPaths) -> Path:
+    return paths.airflow_home / "simple_auth_manager_passwords.json.generated"
+
+
+def ensure_admin_password(paths: StackPaths) -> str:
+    """The admin's password of the local Airflow UI, made once per state folder in a file only its owner reads."""
+    path = password_file(paths)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = admin_password(paths)
+    if password is None:
+        password = secrets.token_urlsafe(18)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps({"admin": password}) + "\n")
+    path.chmod(0o600)
+    return password
+
+
 def admin_password(paths: StackPaths) -> str | None:
-    generated = paths.airflow_home / "simple_auth_manager_passwords.json.generated"
     try:
-        return json.loads(generated.read_text()).get("admin")
+        return json.loads(password_file(paths).read_text()).get("admin")
     except (OSError, ValueError):
         return None

@@ -93,6 +93,11 @@ class StackPaths:
         return self.root / "mailbox"
 
     @property
+    def s3_state(self) -> Path:
+        """The local S3's objects, kept across restarts (local_stack.s3_server)."""
+        return self.root / "s3"
+
+    @property
     def airflow_home(self) -> Path:
         return self.root / "airflow"
 
@@ -118,6 +123,10 @@ class StackPaths:
     def make(self) -> None:
         for p in (self.root, self.logs, self.pids, self.mailbox, self.airflow_home, self.lineage.parent):
             p.mkdir(parents=True, exist_ok=True)
+        # Logs and Airflow's home (its fernet key and the admin's password) are the owner's only (the logs folder
+        # stays traversable: PostgreSQL, running as its own user, appends to its log file in it).
+        self.logs.chmod(0o711)
+        self.airflow_home.chmod(0o700)
 
 
 EXECUTORS = ("local", "celery")

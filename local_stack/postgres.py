@@ -66,7 +66,8 @@ def start(paths: StackPaths, port: int) -> None:
     paths.make()
     paths.pgsocket.mkdir(exist_ok=True)
     log = paths.logs / "postgres.log"
-    log.touch()
+    log.touch(mode=0o600)
+    log.chmod(0o600)
     if not (paths.pgdata / "PG_VERSION").exists():
         paths.pgdata.mkdir(exist_ok=True)
         _own([paths.pgdata, paths.pgsocket, log])

@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 
 class StackError(RuntimeError):
@@ -74,7 +75,7 @@ def start(
     running = read_pid(pid_file)
     if running:
         return running
-    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open_log(log_dir / f"{name}.log")
     proc = subprocess.Popen(
         list(argv),
         stdout=log,
@@ -83,10 +84,18 @@ def start(
         env=dict(env) if env is not None else None,
         cwd=cwd,
         start_new_session=True,
+        umask=0o077,  # what the services write (logs, task logs, mail) is their owner's only
     )
     log.close()
     pid_file.write_text(str(proc.pid))
     return proc.pid
+
+
+def open_log(path: Path) -> BinaryIO:
+    """A log file for appending that only its owner reads (services print secrets and data into their logs)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.chmod(path, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def stop(name: str, pid_dir: Path, timeout: float = 20) -> bool:

@@ -1,18 +1,19 @@
-"""moto's S3 server on loopback for the local stack; buckets are created on start.
+"""The local stack's S3 and SQS: moto's server on loopback (local_stack.s3_server), buckets created on start.
 
-moto keeps objects in memory: restarting it empties the buckets (`make demo` seeds again).
+moto keeps objects in memory; the server writes them to `.local/s3/` and puts them back when it starts again, so
+a restart of the stack keeps every object as the same version (`check_against_ledger` says what is missing
+otherwise).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import boto3
 
-from local_stack import processes
-from local_stack.config import BUCKETS, REGION, StackPaths, datasets, events_queue, raw_prefix
+from local_stack import processes, s3_server
+from local_stack.config import BUCKETS, PROJECT_ROOT, REGION, StackPaths, datasets, events_queue, raw_prefix
 
 MOTO_ACCOUNT = "123456789012"  # moto's default account id
 
@@ -32,8 +33,8 @@ def client(port: int, service: str = "s3") -> Any:
 
 
 def start(paths: StackPaths, port: int) -> None:
-    moto = Path(sys.executable).parent / "moto_server"
-    pid = processes.start("moto", [str(moto), "-H", "127.0.0.1", "-p", str(port)], paths.pids, paths.logs)
+    argv = [sys.executable, "-m", s3_server.__name__, "--port", str(port), "--state", str(paths.s3_state)]
+    pid = processes.start("moto", argv, paths.pids, paths.logs, cwd=PROJECT_ROOT)
     processes.wait_for_port(port, 30, "moto S3 server", paths.logs / "moto.log", pid)
     s3 = client(port)
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}

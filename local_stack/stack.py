@@ -114,7 +114,7 @@ class LocalStack:
         argv = [sys.executable, "-m", dag_runs.__name__, *(f"{dataset}={day}" for dataset, day in runs)]
         log.parent.mkdir(parents=True, exist_ok=True)
         with (
-            log.open("a") as fh,
+            processes.open_log(log) as fh,
             subprocess.Popen(
                 argv,
                 env={**os.environ, **self.env},
@@ -126,9 +126,58 @@ class LocalStack:
         ):
             assert proc.stdout is not None
             for line in proc.stdout:
-                fh.write(line)
+                fh.write(line.encode())
                 if line.startswith(dag_runs.MARKER + " "):
                     yield json.loads(line[len(dag_runs.MARKER) + 1 :])
+
+
+def lost_objects(stack: LocalStack) -> dict[str, list[str]]:
+    """{dataset: raw keys its ledger says are loaded that the local S3 no longer holds as that version}.
+
+    The local S3 keeps its objects across restarts (local_stack.s3_server); a state folder from before it did, or
+    one whose `s3/` folder was removed, comes back with empty buckets while the ledger still has its files.
+    """
+    import psycopg
+    from psycopg import sql
+
+    from include.etl.contract import load_contract
+    from include.etl.names import table_ident
+
+    client, lost = stack.s3(), {}
+    with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn:
+        for dataset in datasets():
+            ledger = load_contract(dataset).ledger_table
+            found = conn.execute("SELECT to_regclass(%s)", (table_ident(ledger).as_string(conn),)).fetchone()
+            if found is None or found[0] is None:
+                continue
+            rows = conn.execute(
+                sql.SQL("SELECT source_key, etag FROM {} WHERE status = 'loaded' AND deleted_at IS NULL").format(
+                    table_ident(ledger)
+                )
+            ).fetchall()
+            present: dict[str, str] = {}
+            paginator = client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=BUCKETS[0], Prefix=raw_prefix(dataset) + "/"):
+                present.update({o["Key"]: o["ETag"].strip('"') for o in page.get("Contents", [])})
+            missing = sorted(key for key, etag in rows if present.get(key) != etag)
+            if missing:
+                lost[dataset] = missing
+    return lost
+
+
+def say_what_was_lost(stack: LocalStack) -> None:
+    """Print, plainly, the files the ledger has that the local S3 lost, and the way out."""
+    lost = lost_objects(stack)
+    if not lost:
+        return
+    total = sum(len(keys) for keys in lost.values())
+    print(f"WARNING: {total} raw file(s) the ledgers record as loaded are not in the local S3 any more:")
+    for dataset, keys in lost.items():
+        print(f"  {dataset}: {len(keys)}, e.g. {keys[0]}")
+    print(
+        "  Their rows are still in the tables; the objects are gone (the local S3 of this state folder was reset).\n"
+        "  Upload them again to load them again, or start over: make clean && make demo"
+    )
 
 
 def _holds(client: Any, key: str, body: bytes) -> bool:
@@ -148,6 +197,7 @@ def _up(args: argparse.Namespace) -> int:
     choice = ExecutorChoice.celery(args.workers) if args.executor == "celery" else ExecutorChoice()
     stack = LocalStack(executor=choice)
     stack.start(with_airflow=args.airflow)
+    say_what_was_lost(stack)
     p = stack.ports
     print(f"PostgreSQL  127.0.0.1:{p.postgres} (databases warehouse, airflow; user etl)")
     print(f"S3 (moto)   http://127.0.0.1:{p.s3}  buckets: {', '.join(BUCKETS)}")
@@ -210,6 +260,7 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print("Starting the local stack (PostgreSQL, S3, SMTP) and migrating Airflow's metadata DB ...")
     stack.start()
+    say_what_was_lost(stack)
     for dataset, files in batches.items():
         keys = stack.seed(files, dataset, skip_unchanged=True)
         unchanged = sum(len(named) for named in files.values()) - len(keys)
@@ -257,8 +308,8 @@ def _build_marts(stack: LocalStack, log: Path) -> bool:
         for contract in valid_contracts()[0]:
             prepare_tables(conn, contract)
     result = analytics.run_dbt(["build"], stack.ports, capture=True)
-    with log.open("a") as fh:
-        fh.write(result.stdout + result.stderr)
+    with processes.open_log(log) as fh:
+        fh.write((result.stdout + result.stderr).encode())
     outcome = "ok" if result.returncode == 0 else f"FAILED (dbt's output is in {log})"
     print(f"  dbt build of the marts (dags/dbt/shop): {outcome} in {time.monotonic() - t0:.1f}s")
     return result.returncode == 0

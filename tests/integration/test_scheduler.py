@@ -11,10 +11,13 @@ marts: the DAG processor parses it with `dbt ls` and its Variable cache, as in p
 from __future__ import annotations
 
 import json
+import re
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -294,3 +297,39 @@ def test_a_load_that_changed_the_table_runs_the_marts(scheduler: LocalStack) -> 
         }
     assert tasks["fct_orders.run"] == tasks["fct_orders.test"] == tasks["daily_revenue.run"] == "success"
     assert consumed <= {"warehouse.analytics.orders", "warehouse.analytics.customers"} and consumed
+
+
+def _stack_pids(stack: LocalStack) -> set[int]:
+    """Every process of the stack's services: their process groups (each is started in its own), PostgreSQL's too."""
+    groups = {int(p.read_text()) for p in stack.paths.pids.glob("*.pid")}
+    groups.add(int((stack.paths.pgdata / "postmaster.pid").read_text().split()[0]))
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in groups:  # pgrp
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_the_stack_listens_on_loopback_only_and_keeps_its_secrets_to_itself(scheduler: LocalStack) -> None:
+    from local_stack.airflow import password_file
+
+    pids = _stack_pids(scheduler)
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = []
+    for line in listening:
+        owners = {int(p) for p in re.findall(r"pid=(\d+)", line)}
+        if owners & pids:
+            ours.append(line.split()[3])
+    ports = {int(address.rsplit(":", 1)[1]) for address in ours}
+    p = scheduler.ports
+    assert {p.postgres, p.s3, p.smtp, p.airflow} <= ports, ours
+    assert all(a.startswith(("127.0.0.1:", "[::1]:")) for a in ours), ours
+    secrets = [password_file(scheduler.paths), scheduler.paths.airflow_home / "fernet.key"]
+    secrets += sorted(scheduler.paths.logs.glob("*.log"))
+    modes = {str(f): oct(f.stat().st_mode & 0o777) for f in secrets}
+    assert set(modes.values()) == {"0o600"}, modes
+    assert "Password for user" not in (scheduler.paths.logs / "airflow-api-server.log").read_text()
