@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 
+from benchmarks import dag_parse
 from benchmarks.methods import table_checksum
 from benchmarks.procwatch import PeakRss
 from local_stack import airflow, broker, postgres, workers
@@ -326,6 +327,7 @@ def main() -> int:
                     flush=True,
                 )
         memory = _memory(stack, cfg, args)
+        parse = dag_parse.measure(stack.env, repeats=max(3, args.repeats))
         table = _table(results, methods)
         orchestration = _orchestration(results)
         baseline_orchestration = _orchestration(results, BASE)
@@ -338,6 +340,7 @@ def main() -> int:
             "table": table,
             "runs": results,
             "transform_memory": memory,
+            "dag_parse": parse,
             "orchestration": orchestration,
             "baseline_orchestration": baseline_orchestration,
         }
@@ -347,6 +350,7 @@ def main() -> int:
             + _profile_markdown(results)
             + _checksum_markdown(results)
             + _memory_markdown(memory)
+            + dag_parse.markdown(parse)
             + _orchestration_markdown(orchestration)
             + _orchestration_markdown(baseline_orchestration)
         )
