@@ -24,8 +24,9 @@ from tests.task_run import run_tasks
 
 # What a transform's process may reach whatever the file holds: a 16 MiB batch of any file peaks at about 430 MB
 # (make bench), 64 MiB of rows of a bomb read before the ratio stops it at about 470 MB; the 640 MiB-field bomb
-# took 8.4 GB before the limits.
-RSS_BOUND_MB = 500
+# took 8.4 GB before the limits. Measured here between 467 and 505 MB from one install to the next: the bound has
+# room for that, and still fails long before a bomb could take the machine.
+RSS_BOUND_MB = 600
 DAY = "2026-02-13"
 
 
