@@ -165,3 +165,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if infra in item.path.parents:
             item.add_marker(pytest.mark.infra)
+
+
+def _oracle_seed() -> str:
+    from tests.etl.mutations import SEED
+
+    return f"mutation oracle seed: {SEED} (ORACLE_SEED={SEED} make test repeats its combinations)"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _oracle_seed()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.write_line(_oracle_seed())  # also under -q, where the header is not shown

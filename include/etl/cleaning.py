@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.etl.contract import (
+    CURRENCIES,
+    CURRENCY_SIGNS,
     INVISIBLE,
     ROW_EXPECTATIONS,
     Between,
@@ -55,9 +57,14 @@ from include.etl.value_bytes import all_ascii, may_contain, value_bytes
 _INT_RE = r"^(?P<sign>[+-]?)0*(?P<digits>\d+)(?:\.0*)?$"
 _INT64_MAX = "9223372036854775807"
 _DECIMAL_RE = r"^(?P<sign>[+-]?)(?P<int>\d*)(?:\.(?P<frac>\d*))?$"
-# A currency sign before or after the number, with optional space: "$ 12.50", "12,50 €".
-_LEADING_CURRENCY = r"^([+-]?)\s*[$€£¥]\s*"
-_TRAILING_CURRENCY = r"\s*[$€£¥]$"
+# A currency sign or ISO code before or after the number, with optional (no-break) space: "$ 12.50", "12,50 €",
+# "EUR 12.50", "-$3", "12.50\u00a0€". After the sign or code, the number (a digit, a sign, a point, a parenthesis).
+_UNITS = "|".join(re.escape(u) for u in sorted([*CURRENCY_SIGNS, *CURRENCIES], key=len, reverse=True))
+_GAP = r"[\s\x{00a0}\x{202f}]*"
+_UNIT_BEFORE = rf"^(?P<sign>[+-]?){_GAP}(?P<unit>{_UNITS}){_GAP}(?P<rest>[-+\d.,(].*)$"
+_UNIT_AFTER = rf"^(?P<rest>.*[\d.)]){_GAP}(?P<unit>{_UNITS})$"
+# A value a spreadsheet user forced to text: ="00042".
+_FORMULA = r'^\s*="(?P<text>.*)"\s*$'
 _ACCOUNTING_NEGATIVE = r"^\(\s*([^()]*?)\s*\)$"
 _SCIENTIFIC = r"^[+-]?(\d+[.,]?\d*|[.,]\d+)[eE][+-]?\d+$"
 # Thousands separators per decimal separator (in groups of three only): ',' and '.' the one that is not
@@ -95,10 +102,38 @@ class CleanBatch:
 
 
 @dataclass
+class FileState:
+    """What cleaning learns about a file across its batches: the currency each amount column is in (the first one
+    a value names, when the contract names none), and notes for the file's result."""
+
+    currencies: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    # Date columns whose values prove the file writes day and month the other way round than the contract's
+    # formats: {column: an example value}. Ambiguous values of such a column are not read.
+    proven_swapped: dict[str, str] = field(default_factory=dict)
+    # Number columns whose values prove the file writes the other decimal mark than the contract: {column: an
+    # example value}. Their values that read both ways ("1,234") are not read.
+    proven_decimal: dict[str, str] = field(default_factory=dict)
+    # Ambiguous values read before any evidence came (if evidence comes later, the file is cleaned again).
+    read_ambiguous: dict[str, int] = field(default_factory=dict)
+
+    def seeded(self) -> FileState:
+        """A state for reading the file again, knowing from the start what this pass proved."""
+        return FileState(dict(self.currencies), list(self.notes), dict(self.proven_swapped), dict(self.proven_decimal))
+
+    @property
+    def clean_again(self) -> bool:
+        """Whether values read in earlier batches turned out ambiguous under what a later batch proved."""
+        return any(self.read_ambiguous.get(col) for col in {**self.proven_swapped, **self.proven_decimal})
+
+
+@dataclass
 class _Context:
-    """What the column cleaners share: the contract, and the masks of rows read differently, by kind."""
+    """What the column cleaners share: the contract, the file's state, and the masks of rows read differently,
+    by kind."""
 
     contract: Contract
+    state: FileState = field(default_factory=FileState)
     reinterpreted: dict[str, pa.Array] = field(default_factory=dict)
 
     def note(self, kind: str, mask: pa.Array) -> None:
@@ -120,11 +155,16 @@ def file_expectations(contract: Contract) -> list[Any]:
 
 
 def clean_batch(
-    batch: RawBatch, header: list[str], mapping: HeaderMapping, contract: Contract, source_key: str
+    batch: RawBatch,
+    header: list[str],
+    mapping: HeaderMapping,
+    contract: Contract,
+    source_key: str,
+    state: FileState | None = None,
 ) -> CleanBatch:
-    """Clean one batch of raw rows against the contract."""
+    """Clean one batch of raw rows against the contract; `state` carries what earlier batches of the file showed."""
     n = batch.num_rows
-    ctx = _Context(contract)
+    ctx = _Context(contract, state if state is not None else FileState())
     results: dict[str, _Result] = {}
     extra_reasons: list[pa.Array] = []
     time_seen: set[str] = set()
@@ -367,6 +407,7 @@ Cleaner = Callable[[Column, pa.Array, pa.Array, _Context], tuple[pa.Array, pa.Ar
 
 def _clean_column(col: Column, raw: pa.Array, ctx: _Context) -> _Result:
     contract = ctx.contract
+    raw = _unwrapped_formulas(col, raw, ctx)
     trimmed = pc.utf8_trim_whitespace(raw)
     blank = pc.is_in(trimmed, value_set=pa.array(list(contract.csv.null_values), pa.string()))
     blank_np = blank.to_numpy(zero_copy_only=False)
@@ -378,6 +419,15 @@ def _clean_column(col: Column, raw: pa.Array, ctx: _Context) -> _Result:
         # Never guess what a hidden character means: show it and reject the row.
         message = f"{col.name} '{{v}}' contains a character a person cannot see"
         reason = pc.coalesce(_reason(invisible, message, raw), reason)
+    if contract.csv.escape_char is None and may_contain(raw, b'\\"'):
+        # A backslash before a quote is how MySQL and PHP escape one: the writer meant a quote, the file says a
+        # backslash and a quote. Not read either way without the contract's word.
+        escaped = pc.match_substring(raw, '\\"').fill_null(False)
+        message = (
+            f'{col.name} \'{{v}}\' holds a backslash-escaped quote (\\"): set csv.escape_char: "\\\\" in the contract '
+            "to read it as a quote"
+        )
+        reason = pc.coalesce(_reason(escaped, message, raw), reason)
     nul = pc.match_substring(raw, "\x00").fill_null(False) if may_contain(raw, b"\x00") else None
     if nul is not None and pc.any(nul).as_py():
         # PostgreSQL text cannot hold U+0000: the row is rejected, never the load.
@@ -394,6 +444,18 @@ def _clean_column(col: Column, raw: pa.Array, ctx: _Context) -> _Result:
         values = pc.if_else(blank, _fill_scalar(col, fill, values.type), values)
     reason = pc.if_else(pa.array(blank_np), blank_reason, reason)
     return _Result(values, reason)
+
+
+def _unwrapped_formulas(col: Column, raw: pa.Array, ctx: _Context) -> pa.Array:
+    """Values a spreadsheet user forced to text (="00042") as the text they wrap, counted per file."""
+    if not may_contain(raw, b'="'):
+        return raw
+    wrapped = pc.match_substring_regex(raw, _FORMULA).fill_null(False)
+    if not pc.any(wrapped).as_py():
+        return raw
+    ctx.note(f'{col.name} values unwrapped from a spreadsheet formula (="...")', wrapped)
+    inner = pc.struct_field(pc.extract_regex(pc.filter(raw, wrapped), _FORMULA), 0)
+    return pc.replace_with_mask(raw, wrapped, inner)
 
 
 def _fill_scalar(col: Column, fill: Any, kind: pa.DataType) -> pa.Scalar:
@@ -414,6 +476,10 @@ def _matches_beyond_ascii(values: pa.Array, pattern: str) -> pa.Array | None:
 
 
 def _text(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
+    if not all_ascii(present):  # one normal form: "é" written as e + a combining accent (NFD) is "é" (NFC)
+        composed = pc.utf8_normalize(present, form="NFC")
+        ctx.note(f"{col.name} text put in Unicode's composed form (NFC)", pc.not_equal(composed, present))
+        present = composed
     spaced = _matches_beyond_ascii(present, _UNICODE_SPACE)
     if spaced is not None:  # a no-break space is a space: "Desk\u00a0Lamp" is "Desk Lamp"
         ctx.note("text with no-break or other Unicode spaces read as spaces", spaced)
@@ -455,10 +521,29 @@ _CONTRACTIONS = ("S", "T", "D", "M", "Ll", "Re", "Ve")
 
 def _title(values: pa.Array) -> pa.Array:
     titled = pc.utf8_title(values)
+    marked = _matches_beyond_ascii(values, r"\pM")
+    if marked is not None:  # a combining mark is part of its letter's word, not a word break ("ÉPicerie")
+        titled = pc.replace_with_mask(
+            titled, marked, pa.array([_title_words(v) for v in pc.filter(values, marked).to_pylist()], pa.string())
+        )
     if pc.any(pc.match_substring(titled, "'")).as_py():
         for suffix in _CONTRACTIONS:
             titled = pc.replace_substring_regex(titled, rf"(\w)'{suffix}\b", rf"\1'{suffix.lower()}")
     return titled
+
+
+def _title_words(text: str) -> str:
+    """Title case that keeps combining marks with their letter: the first letter of each word upper case."""
+    out, in_word = [], False
+    for char in text:
+        is_mark = unicodedata.category(char).startswith("M")
+        if char.isalpha() or (is_mark and in_word):
+            out.append(char if is_mark else (char.lower() if in_word else char.upper()))
+            in_word = True
+        else:
+            out.append(char)
+            in_word = False  # as utf8_title: an apostrophe too (the contractions are mended after)
+    return "".join(out)
 
 
 def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
@@ -480,11 +565,110 @@ def _number_spelling(col: Column, present: pa.Array, ctx: _Context) -> tuple[pa.
     def note(kind: str, mask: pa.Array) -> None:  # a mask of the spelled values, made one of the whole column
         ctx.note(kind, pc.replace_with_mask(zeros, spelled, mask.fill_null(False)))
 
-    spelled_text, spelled_reason = _spelled_number(col, pc.filter(present, spelled), ctx.contract, note)
+    amounts, unit_reason = _currencies(col, pc.filter(present, spelled), ctx)
+    evidence_reason = _decimal_mark_evidence(col, amounts, ctx)
+    spelled_text, spelled_reason = _spelled_number(col, amounts, ctx.contract, note)
+    reason = _first_reason(unit_reason, evidence_reason, spelled_reason)
     return (
         pc.replace_with_mask(text, spelled, spelled_text),
-        pc.replace_with_mask(pa.nulls(n, pa.string()), spelled, spelled_reason),
+        pc.replace_with_mask(pa.nulls(n, pa.string()), spelled, reason),
     )
+
+
+def _decimal_mark_evidence(col: Column, values: pa.Array, ctx: _Context) -> pa.Array:
+    """Reasons for values the file's own evidence says are not what the contract's decimal separator reads.
+
+    Under a '.' contract, "1,234" is 1234 (a thousands separator) unless the file shows it writes ',' as its
+    decimal mark: a value with one ',' that is no thousands grouping ("12,5", "3805,130", "0,020") proves it.
+    From then on (the whole file: it is cleaned again when the evidence comes late) a value that reads both ways
+    ("29,850") is rejected, never read as thousands. The same for '.' under a ',' contract.
+    """
+    mark = "," if ctx.contract.csv.decimal_separator == "." else "."
+    other = re.escape(mark)
+    n = len(values)
+    if not may_contain(values, mark.encode()):
+        return pa.nulls(n, pa.string())
+    core = pc.replace_substring_regex(values, r"^\((.*)\)$", r"\1")
+    one_mark = pc.match_substring_regex(core, rf"^[+-]?\d+{other}\d+$").fill_null(False)
+    both_ways = pc.match_substring_regex(core, rf"^[+-]?[1-9]\d{{0,2}}{other}\d{{3}}$").fill_null(False)
+    proof = pc.and_(one_mark, pc.invert(both_ways))
+    state = ctx.state
+    if pc.any(proof).as_py() and col.name not in state.proven_decimal:
+        example = pc.filter(values, proof)[0].as_py()
+        state.proven_decimal[col.name] = example
+        state.notes.append(
+            f"{col.name}: values like {example!r} show the file writes {mark!r} as its "
+            "decimal mark: values that read both ways are rejected, not guessed"
+        )
+    if col.name not in state.proven_decimal:
+        state.read_ambiguous[col.name] = state.read_ambiguous.get(col.name, 0) + (pc.sum(both_ways).as_py() or 0)
+        return pa.nulls(n, pa.string())
+    message = (
+        f"{col.name} '{{v}}' reads both ways, and this file writes {mark!r} as its decimal mark (as in "
+        f"{state.proven_decimal[col.name]!r}): not guessed"
+    )
+    return _reason(both_ways, message, values)
+
+
+def _unit_codes(unit: str) -> tuple[str, ...]:
+    return CURRENCY_SIGNS.get(unit, (unit,))
+
+
+def _currencies(col: Column, values: pa.Array, ctx: _Context) -> tuple[pa.Array, pa.Array]:
+    """The amounts with their currency sign or code taken off, and a reason for those in another currency than
+    the column's (the contract's `currency`, else the first one this file's values name)."""
+    n = len(values)
+    negative = pc.match_substring_regex(values, _ACCOUNTING_NEGATIVE).fill_null(False)  # ($12.00): the sign inside
+    core = pc.if_else(negative, pc.replace_substring_regex(values, _ACCOUNTING_NEGATIVE, r"\1"), values)
+    before = pc.extract_regex(core, _UNIT_BEFORE)
+    after = pc.extract_regex(core, _UNIT_AFTER)
+    unit = pc.coalesce(pc.struct_field(before, "unit"), pc.struct_field(after, "unit"))
+    if unit.null_count == n:
+        return values, pa.nulls(n, pa.string())
+    stripped = pc.coalesce(
+        pc.binary_join_element_wise(pc.struct_field(before, "sign"), pc.struct_field(before, "rest"), ""),
+        pc.struct_field(after, "rest"),
+        core,
+    )
+    stripped = pc.if_else(negative, pc.binary_join_element_wise("(", stripped, ")", ""), stripped)
+    declared = col.currency
+    if declared is None and col.name not in ctx.state.currencies:
+        first = next(u for u in unit.to_pylist() if u is not None)
+        ctx.state.currencies[col.name] = first
+        ctx.state.notes.append(
+            f"{col.name}: amounts in {_unit_name(first)}, read without their currency sign or code (the contract "
+            "names no currency: values in another one are rejected)"
+        )
+    column_unit = declared or ctx.state.currencies[col.name]
+    wrong = [u for u in set(unit.drop_null().to_pylist()) if not _accepts(column_unit, u, declared is not None)]
+    if not wrong:
+        return stripped, pa.nulls(n, pa.string())
+    whose = "the column's currency" if declared else f"the currency of this file's first {col.name} amount"
+    reasons = [
+        _reason(
+            pc.equal(unit, u).fill_null(False),
+            f"{col.name} '{{v}}' is in {_unit_name(u)}, not {_unit_name(column_unit)} ({whose})",
+            values,
+        )
+        for u in sorted(wrong)
+    ]
+    return stripped, _first_reason(*reasons)
+
+
+def _unit_name(unit: str) -> str:
+    """A currency sign or code as a reason shows it: "£ (GBP)", "$", "EUR"."""
+    codes = CURRENCY_SIGNS.get(unit)
+    return f"{unit} ({codes[0]})" if codes and len(codes) == 1 else unit
+
+
+def _accepts(column_unit: str, unit: str, declared: bool) -> bool:
+    """Whether a value's sign or code fits the column's currency: the same code, or a sign that stands for it (a
+    declared CAD takes "$"; without a declaration "$" and "USD" are one)."""
+    if unit == column_unit:
+        return True
+    if declared:
+        return column_unit in _unit_codes(unit)
+    return _unit_codes(column_unit)[0] == _unit_codes(unit)[0]
 
 
 def _spelled_number(
@@ -494,14 +678,12 @@ def _spelled_number(
     dialect = contract.csv
     n = len(present)
     reason: pa.Array = pa.nulls(n, pa.string())
-    text = pc.replace_substring_regex(present, _LEADING_CURRENCY, r"\1")
-    text = pc.replace_substring_regex(text, _TRAILING_CURRENCY, "")
+    text = present
     negative = pc.match_substring_regex(text, _ACCOUNTING_NEGATIVE).fill_null(False)
     if pc.any(negative).as_py():
         if dialect.accounting_negatives:
             note(f"{col.name} accounting negatives (12.00) read as -12.00", negative)
             text = pc.replace_substring_regex(text, _ACCOUNTING_NEGATIVE, r"-\1")
-            text = pc.replace_substring_regex(text, _LEADING_CURRENCY, r"\1")  # ($12.00)
         else:
             message = (
                 f"{col.name} '{{v}}' is an accounting negative: set csv.accounting_negatives: true "
@@ -511,7 +693,8 @@ def _spelled_number(
     decimal = dialect.decimal_separator
     point = re.escape(decimal)
     for sep in _THOUSANDS[decimal]:
-        grouped = pc.match_substring_regex(text, rf"^[+-]?\d{{1,3}}({re.escape(sep)}\d{{3}})+({point}\d*)?$")
+        # The first group never starts with 0: "0,020" is no thousands grouping.
+        grouped = pc.match_substring_regex(text, rf"^[+-]?[1-9]\d{{0,2}}({re.escape(sep)}\d{{3}})+({point}\d*)?$")
         grouped = grouped.fill_null(False)
         if pc.any(grouped).as_py():
             text = pc.if_else(grouped, pc.replace_substring(text, sep, ""), text)
@@ -705,6 +888,7 @@ def _timestamp(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> 
     values = pa.Array.from_pandas(parsed, type=pa.timestamp("us", tz="UTC"))
     unparsed = pc.and_(pc.and_(pc.is_valid(present), pc.is_null(values)), pa.array(~(gap | ambiguous).to_numpy()))
     reasons = [
+        _day_month_order(col, formats, series, parsed, ctx, raw),
         _two_readings(col, two_readings, raw),
         _reason(unparsed, f"{col.name} '{{v}}' is not a recognised date/time", raw),
         _reason(gap.to_numpy(), f"{col.name} '{{v}}' does not exist in {zone} (clocks went forward)", raw),
@@ -741,6 +925,7 @@ def _date(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple
     values = pc.cast(timestamps, pa.date32())
     unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))
     reasons = [
+        _day_month_order(col, col.formats, series, parsed, ctx, raw),
         _two_readings(col, two_readings, raw),
         _reason(unparsed, f"{col.name} '{{v}}' is not a recognised date", raw),
         _reason(has_time.to_numpy(), f"{col.name} '{{v}}' has a time of day: a date column would drop it", raw),
@@ -751,6 +936,66 @@ def _date(col: Column, present: pa.Array, raw: pa.Array, ctx: _Context) -> tuple
             reasons.append(_reason(op(values, limit), f"{col.name} '{{v}}' is {word} {bound}", raw))
     reason = _first_reason(*reasons)
     return pc.if_else(pc.is_null(reason), values, pa.scalar(None, values.type)), reason
+
+
+def _swapped(fmt: str) -> str | None:
+    """The format with day and month the other way round, or None if it does not read both as numbers."""
+    if fmt == "ISO8601" or "%m" not in fmt or "%d" not in fmt:
+        return None
+    return fmt.replace("%m", "\0").replace("%d", "%m").replace("\0", "%d")
+
+
+def _day_month_order(
+    col: Column, formats: tuple[str, ...], series: pd.Series, parsed: pd.Series, ctx: _Context, raw: pa.Array
+) -> pa.Array:
+    """Reasons for values the file's own evidence says are not what the contract's formats read.
+
+    A value that none of the formats reads but that reads with day and month swapped (13/03/2026 under
+    %m/%d/%Y) proves the file writes them the other way round; from then on (the whole file: it is cleaned again
+    when the evidence comes after such values) its ambiguous values (01/03/2026, both ways a date) are rejected,
+    never read the contract's way. The evidence values themselves are not recognised dates, with a hint.
+    """
+    swaps = [(fmt, other) for fmt in formats if (other := _swapped(fmt))]
+    n = len(series)
+    if not swaps:
+        return pa.nulls(n, pa.string())
+    utc = str(parsed.dtype).endswith("UTC]")
+    unread = series.notna() & parsed.isna()
+    proof = pd.Series(False, index=series.index)
+    for _, other in swaps:
+        if unread.any():
+            proof |= unread & pd.to_datetime(series.where(unread), format=other, errors="coerce", utc=utc).notna()
+    state = ctx.state
+    if proof.any() and col.name not in state.proven_swapped:
+        state.proven_swapped[col.name] = str(series[proof].iloc[0])
+        state.notes.append(
+            f"{col.name}: values like {state.proven_swapped[col.name]!r} show the file writes day and month the "
+            f"other way round than the contract's formats ({', '.join(formats)}): values that read both ways are "
+            "rejected, not guessed"
+        )
+    both = pd.Series(False, index=series.index)
+    read = parsed.notna()
+    for _, other in swaps:
+        if read.any():
+            again = pd.to_datetime(series.where(read), format=other, errors="coerce", utc=utc)
+            both |= read & again.notna() & (again != parsed)
+    hint = _reason(
+        proof.to_numpy(),
+        f"{col.name} '{{v}}' is not a recognised date/time: it reads with day and month the other way round than "
+        f"the contract's formats ({', '.join(formats)})",
+        raw,
+    )
+    if col.name not in state.proven_swapped:
+        state.read_ambiguous[col.name] = state.read_ambiguous.get(col.name, 0) + int(both.sum())
+        return hint
+    example = state.proven_swapped[col.name]
+    guessed = _reason(
+        both.to_numpy(),
+        f"{col.name} '{{v}}' reads both ways, and this file writes day and month the other way round than the "
+        f"contract's formats (as in {example!r}): not guessed",
+        raw,
+    )
+    return _first_reason(hint, guessed)
 
 
 def _two_readings(col: Column, ambiguous: pd.Series, raw: pa.Array) -> pa.Array:

@@ -164,6 +164,10 @@ class Column(_Strict):
     # decimal: numeric(precision, scale).
     precision: int | None = Field(default=None, ge=1, le=MAX_NUMERIC_PRECISION)
     scale: int | None = Field(default=None, ge=0, le=MAX_NUMERIC_PRECISION)
+    # integer / decimal: the currency of the amounts (ISO 4217, e.g. EUR): values in it are read with or without
+    # its sign or code; values in another currency are rejected. Without one, a file's first currency is its
+    # column's, and values in another one are rejected.
+    currency: str | None = None
     # boolean: accepted spellings (case-insensitive).
     true_values: tuple[str, ...] = _BOOL_TRUE
     false_values: tuple[str, ...] = _BOOL_FALSE
@@ -573,6 +577,30 @@ class Contract(_Strict):
 
 # --- checks --------------------------------------------------------------------------------------
 
+# The ISO 4217 codes amounts are read in (as a code before or after the number), and the signs that stand for
+# them: "$" is a dollar (USD unless the column's currency is another dollar), "¥" a yen or a yuan.
+CURRENCIES = tuple(
+    "USD EUR GBP JPY CNY CHF CAD AUD NZD HKD SGD SEK NOK DKK PLN"
+    " CZK HUF INR BRL MXN ZAR KRW TRY ILS AED SAR THB RUB UAH RON".split()
+)
+CURRENCY_SIGNS = {
+    "$": ("USD", "CAD", "AUD", "NZD", "HKD", "SGD", "MXN"),
+    "€": ("EUR",),
+    "£": ("GBP",),
+    "¥": ("JPY", "CNY"),
+    "₹": ("INR",),
+    "₩": ("KRW",),
+    "₺": ("TRY",),
+    "₪": ("ILS",),
+    "₽": ("RUB",),
+    "₴": ("UAH",),
+    "zł": ("PLN",),
+    "kr": ("SEK", "NOK", "DKK"),
+    "Kč": ("CZK",),
+    "Fr.": ("CHF",),
+    "R$": ("BRL",),
+}
+
 
 def _check_zone(value: str | None) -> str | None:
     if value is None:
@@ -594,8 +622,8 @@ def _no_duplicates(names: list[str], what: str) -> None:
 
 _OPTIONS_BY_TYPE: dict[str, set[str]] = {
     "text": {"allowed", "canonical", "max_length"},
-    "integer": {"min", "max"},
-    "decimal": {"min", "max", "precision", "scale"},
+    "integer": {"min", "max", "currency"},
+    "decimal": {"min", "max", "precision", "scale", "currency"},
     "boolean": {"true_values", "false_values"},
     "date": {"min", "max", "formats"},
     "timestamp": {"min", "max", "formats", "timezone", "parts"},
@@ -610,6 +638,10 @@ def _check_type_options(col: Column) -> None:
         raise ValueError(f"option(s) {sorted(wrong)} do not apply to type {col.type}")
     if col.allowed and col.canonical:
         raise ValueError("use `allowed` (reject other values) or `canonical` (keep them), not both")
+    if col.currency is not None and col.currency not in CURRENCIES:
+        raise ValueError(
+            f"currency {col.currency!r} is not an ISO 4217 code this pipeline reads ({', '.join(CURRENCIES)})"
+        )
     if col.type == "decimal":
         if col.precision is None or col.scale is None:
             raise ValueError("a decimal column needs precision and scale")

@@ -339,13 +339,31 @@ _SIGNATURES = (
 
 
 def _binary(probe: bytes) -> str | None:
-    """Why the probe is not text, or None: a known binary signature or a NUL byte."""
+    """Why the probe is not text, or None; decided on evidence, not on one byte.
+
+    A known binary signature; UTF-16 without a byte-order mark (a NUL in most even or most odd bytes, as every
+    ASCII character has in it); or bytes that are mostly not text (NULs and other control bytes). A stray NUL in
+    a text file is none of these: its file is read, and the rows holding it are rejected (PostgreSQL stores no
+    NUL in text).
+    """
     for signature, what in _SIGNATURES:
         if probe.startswith(signature):
             return f"the file is not text: it starts like {what}"
     nul = probe.find(b"\x00")
-    if nul >= 0:
-        return f"the file is not text: byte 0x00 at byte {nul + 1} (UTF-16 without a byte-order mark, or binary data)"
+    if nul < 0:
+        return None
+    sample = probe[:4096]
+    pairs = len(sample) // 2
+    if pairs >= 4:
+        even, odd = sample[0 : pairs * 2 : 2].count(0), sample[1 : pairs * 2 : 2].count(0)
+        if max(even, odd) >= 0.4 * pairs:
+            return (
+                f"the file is not text in its encoding: a NUL in {max(even, odd)} of its first {pairs} byte pairs "
+                "(UTF-16 without a byte-order mark? Declare `encoding: utf-16-le` or `utf-16-be` in the contract)"
+            )
+    control = sum(1 for b in sample if b < 9 or 13 < b < 32)
+    if control > 0.1 * len(sample):
+        return f"the file is not text: {control} of its first {len(sample)} bytes are NULs or control bytes"
     return None
 
 

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from include.etl import storage
 from include.etl.cleaning import (
+    FileState,
     clean_batch,
     describe_expectation,
     file_expectations,
@@ -33,6 +34,7 @@ from include.etl.cleaning import (
 )
 from include.etl.contract import INVISIBLE, Contract, HeaderMapping, RowCountBetween
 from include.etl.csv_reader import CsvFormatError, ReadLimits, open_raw, read_csv
+from include.etl.file_headers import HeaderWatch, reads_as_data, reordered
 from include.etl.names import SOURCE_LINE
 from include.etl.results import FileResult
 from include.etl.schema import output_schema, rejected_schema
@@ -74,7 +76,10 @@ def transform_file(s3: Any, obj: RawObject, contract: Contract, settings: Datase
     opener = open_raw(open_body, obj.gzipped, limits)
     with tempfile.TemporaryDirectory(prefix="transform-") as tmp:
         try:
-            result, unmet = _clean_to_files(opener, obj, contract, settings, tmp, limits)
+            state = FileState()
+            result, unmet = _clean_to_files(opener, obj, contract, settings, tmp, limits, state)
+            if state.clean_again:  # a later batch proved what earlier batches' values mean: read them all again
+                result, unmet = _clean_to_files(opener, obj, contract, settings, tmp, limits, state.seeded())
         except ObjectChangedError:
             return FileResult.for_version(
                 obj, status="superseded", reason="the object changed or was deleted after it was listed"
@@ -93,13 +98,23 @@ def transform_file(s3: Any, obj: RawObject, contract: Contract, settings: Datase
 
 
 def _clean_to_files(
-    opener: Any, obj: RawObject, contract: Contract, settings: DatasetSettings, tmp: str, limits: ReadLimits
+    opener: Any,
+    obj: RawObject,
+    contract: Contract,
+    settings: DatasetSettings,
+    tmp: str,
+    limits: ReadLimits,
+    file_state: FileState,
 ) -> tuple[FileResult, list[tuple[int, int]]]:
-    """Stream the CSV through the contract into tmp/clean.parquet and tmp/rejected.csv.
+    """Stream the CSV through the contract into tmp/clean.parquet and tmp/rejected.csv (replacing them).
 
-    Also returns, per file-level expectation, (clean rows that do not meet it, rows evaluated).
+    `file_state` gathers what the file's values show across batches (and starts from what an earlier pass
+    showed). Also returns, per file-level expectation, (clean rows that do not meet it, rows evaluated).
     """
     result = FileResult.for_version(obj)
+    for name in (_PARQUET, _REJECTED):  # an earlier pass's outputs
+        if os.path.exists(os.path.join(tmp, name)):
+            os.remove(os.path.join(tmp, name))
     stream = read_csv(opener, contract.csv, settings.batch_bytes, limits)
     mapping = contract.map_headers(stream.header)
     result.extra_columns = list(mapping.extra)
@@ -108,8 +123,14 @@ def _clean_to_files(
         for h in stream.header
         if re.search(INVISIBLE, h)
     ]
+    first_line_is_data = reads_as_data(contract, stream.header) if mapping.missing else []
     if mapping.missing:
         result.status, result.reason = "rejected", f"missing required column(s): {', '.join(mapping.missing)}"
+        if first_line_is_data:
+            result.reason += (
+                f"; line {stream.header_lines} reads as data ({', '.join(repr(v) for v in first_line_is_data[:4])}): "
+                "the file has no header line? (it is among the rejected rows)"
+            )
 
     rejected_writer: pacsv.CSVWriter | None = None
 
@@ -120,33 +141,48 @@ def _clean_to_files(
         rejected_writer.write_table(table)
         result.rows_rejected += table.num_rows
 
+    if first_line_is_data:  # the line taken for a header is a row of the file: rejected with the rest
+        result.rows_read += 1
+        line = pa.Table.from_arrays(
+            [pa.array([stream.header_lines], pa.int64()), pa.array([result.reason]), pa.nulls(1, pa.string())]
+            + [pa.array([h], pa.string()) for h in stream.header],
+            schema=rejected_schema(stream.header),
+        )
+        write_rejected(line)
     expectations = file_expectations(contract)
     unmet = [[0, 0] for _ in expectations]
     time_seen: set[str] = set()
     schema = output_schema(contract)
+    watch = HeaderWatch(contract, stream.header)
     with pq.ParquetWriter(os.path.join(tmp, _PARQUET), schema, compression=PARQUET_COMPRESSION) as writer:
-        for batch in stream.batches:
-            result.rows_read += batch.num_rows + len(batch.malformed)
-            rows = batch.malformed
-            rejected = [
-                malformed_table(stream.header, [r.line for r in rows], [r.text for r in rows], [r.reason for r in rows])
-            ]
-            if result.reason:
-                rejected.append(whole_file_rejected(batch, stream.header, result.reason))
-            else:
-                cleaned = clean_batch(batch, stream.header, mapping, contract, obj.key)
-                writer.write_table(cleaned.clean)
-                result.rows_clean += cleaned.clean.num_rows
-                rejected.append(cleaned.rejected)
-                for counts, (batch_unmet, evaluated) in zip(unmet, cleaned.unmet, strict=True):
-                    counts[0] += batch_unmet
-                    counts[1] += evaluated
-                for kind, count in cleaned.reinterpreted.items():
-                    result.reinterpreted[kind] = result.reinterpreted.get(kind, 0) + count
-                time_seen |= cleaned.time_seen
-            merged = pa.concat_tables(rejected)
-            if merged.num_rows:
-                write_rejected(merged.sort_by([(SOURCE_LINE, "ascending")]))
+        for whole in stream.batches:
+            for segment in watch.split(whole):
+                batch = segment.batch
+                result.rows_read += batch.num_rows + len(batch.malformed)
+                rows = batch.malformed
+                rejected = [
+                    malformed_table(
+                        stream.header, [r.line for r in rows], [r.text for r in rows], [r.reason for r in rows]
+                    )
+                ]
+                if result.reason or segment.rejected:
+                    rejected.append(whole_file_rejected(batch, stream.header, result.reason or segment.rejected or ""))
+                else:
+                    ordered = reordered(batch, segment.order) if segment.order else batch
+                    cleaned = clean_batch(ordered, stream.header, mapping, contract, obj.key, file_state)
+                    writer.write_table(cleaned.clean)
+                    result.rows_clean += cleaned.clean.num_rows
+                    rejected.append(cleaned.rejected)
+                    for counts, (batch_unmet, evaluated) in zip(unmet, cleaned.unmet, strict=True):
+                        counts[0] += batch_unmet
+                        counts[1] += evaluated
+                    for kind, count in cleaned.reinterpreted.items():
+                        result.reinterpreted[kind] = result.reinterpreted.get(kind, 0) + count
+                    time_seen |= cleaned.time_seen
+                merged = pa.concat_tables(rejected)
+                if merged.num_rows:
+                    write_rejected(merged.sort_by([(SOURCE_LINE, "ascending")]))
+    result.notes += watch.notes + file_state.notes
     if result.reason and rejected_writer is None:
         write_rejected(pa.Table.from_pylist([], schema=rejected_schema(stream.header)))  # header only: no rows
     if rejected_writer is not None:

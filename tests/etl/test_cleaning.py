@@ -96,7 +96,11 @@ def test_order_ts_accepted_formats_are_utc(contract: Contract, raw: str, expecte
         ("yesterday", "order_ts 'yesterday' is not a recognised date/time"),
         ("2026-13-45 10:00", "order_ts '2026-13-45 10:00' is not a recognised date/time"),
         ("2026-02-30", "order_ts '2026-02-30' is not a recognised date/time"),
-        ("31/12/2026", "order_ts '31/12/2026' is not a recognised date/time"),
+        (
+            "31/12/2026",
+            "order_ts '31/12/2026' is not a recognised date/time: it reads with day and month the other way round "
+            "than the contract's formats (ISO8601, %m/%d/%Y %H:%M:%S, %m/%d/%Y %H:%M, %m/%d/%Y)",
+        ),
         ("1969-12-31 23:59:59", "order_ts '1969-12-31 23:59:59' is before 1970-01-01"),
         ("12/31/1969", "order_ts '12/31/1969' is before 1970-01-01"),
         ("0001-01-01", "order_ts '0001-01-01' is before 1970-01-01"),

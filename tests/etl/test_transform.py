@@ -107,7 +107,10 @@ def test_dirty_file_writes_parquet_and_rejected_rows(s3: Any, settings: DatasetS
         "encoding": "utf-8",
         "extra_columns": ["notes"],
         "reinterpreted": {},
-        "notes": [],
+        "notes": [
+            "unit_price: amounts in $, read without their currency sign or code (the contract names no currency: "
+            "values in another one are rejected)"
+        ],
         "warnings": [],
     }
     _assert_counts_add_up(result)
