@@ -579,10 +579,14 @@ class Contract(_Strict):
 
 # The ISO 4217 codes amounts are read in (as a code before or after the number), and the signs that stand for
 # them: "$" is a dollar (USD unless the column's currency is another dollar), "¥" a yen or a yuan.
-CURRENCIES = tuple(
-    "USD EUR GBP JPY CNY CHF CAD AUD NZD HKD SGD SEK NOK DKK PLN"
-    " CZK HUF INR BRL MXN ZAR KRW TRY ILS AED SAR THB RUB UAH RON".split()
+# fmt: off
+CURRENCIES = (
+    "USD", "EUR", "GBP", "JPY", "CNY", "CHF", "CAD",
+    "AUD", "NZD", "HKD", "SGD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF",
+    "INR", "BRL", "MXN", "ZAR", "KRW", "TRY", "ILS", "AED", "SAR", "THB",
+    "RUB", "UAH", "RON",
 )
+# fmt: on
 CURRENCY_SIGNS = {
     "$": ("USD", "CAD", "AUD", "NZD", "HKD", "SGD", "MXN"),
     "€": ("EUR",),
