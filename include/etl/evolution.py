@@ -10,7 +10,7 @@ contract no longer has (kept, NULL in new rows). A table type wider than the con
 where bounds now fit integer) is kept. Changes that would lose or reinterpret data already
 loaded (a narrower scale, another type, NOT NULL over NULLs, another key) stop the load with
 SchemaEvolutionError before anything is written; `freeze` stops it on any difference. The
-README ("Changing a contract") gives the migration path.
+docs/contracts.md ("Changing a contract") gives the migration path.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def plan(cur: Any, contract: Contract, qualified: str, key: bool) -> list[Change
         raise SchemaEvolutionError(
             f"{qualified} no longer matches the contract of {contract.dataset!r}: "
             + "; ".join(problems)
-            + ". Nothing was loaded. To apply it, migrate the table yourself (see the README, "
+            + ". Nothing was loaded. To apply it, migrate the table yourself (see docs/contracts.md, "
             "'Changing a contract'), or drop the table and reprocess the files with the new contract."
         )
     return changes

@@ -11,7 +11,8 @@ import yaml
 
 from local_stack.config import PROJECT_ROOT
 
-README = " ".join((PROJECT_ROOT / "README.md").read_text().split())  # line breaks do not matter
+# The page the README links for Astro (line breaks do not matter).
+README = " ".join((PROJECT_ROOT / "docs" / "configuration.md").read_text().split())
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.override.yml").read_text())
 SETTINGS = yaml.safe_load((PROJECT_ROOT / "airflow_settings.yaml").read_text())["airflow"]
 
