@@ -12,7 +12,8 @@ key and problem are an import error of `dags/contract_errors.py`.
 
 from __future__ import annotations
 
-from include.etl.dag_factory import build_pipeline, dag_id, valid_contracts
+from include.etl.dag_factory import build_pipeline, valid_contracts
+from include.etl.names import dag_id
 
 contracts, _ = valid_contracts()
 for contract in contracts:

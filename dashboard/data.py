@@ -2,9 +2,10 @@
 
 The dashboard reads only the schema `marts` (the dbt project's output) as the read-only role `bi_reader`,
 which may do nothing else. Where: `DASHBOARD_DATABASE_URL` (a SQLAlchemy URL, e.g.
-`postgresql+psycopg://bi_reader:<password>@<rds endpoint>:5432/warehouse?sslmode=verify-full&sslrootcert=...`),
-by default the local stack's warehouse. Query results are cached for `TTL` per query and parameters (Streamlit's
-cache_data; the pool is a cache_resource): the marts change a few times a day, after a load.
+`postgresql+psycopg://bi_reader:<password>@<rds endpoint>:5432/warehouse?sslmode=verify-full&sslrootcert=...`;
+`make dashboard` sets it for the local stack); without it the page says so. Query results are cached for `TTL`
+per query and parameters (Streamlit's cache_data; the pool is a cache_resource): the marts change a few times a
+day, after a load.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ REGIONS = ("North", "South", "East", "West", "Central")
 
 
 def database_url() -> str:
+    """The warehouse to read, from the configuration only (`make dashboard` sets it for the local stack)."""
     url = os.environ.get("DASHBOARD_DATABASE_URL")
-    if url:
-        return url
-    from local_stack.analytics import dashboard_url
-    from local_stack.config import Ports
-
-    return dashboard_url(Ports.from_env())
+    if not url:
+        raise RuntimeError(
+            "DASHBOARD_DATABASE_URL is not set: give the dashboard the SQLAlchemy URL of the warehouse as bi_reader "
+            "(make dashboard sets it for the local stack)"
+        )
+    return url
 
 
 @st.cache_resource(show_spinner=False)

@@ -24,8 +24,8 @@ def run(runs: list[tuple[str, str]], out: Any = sys.stdout) -> bool:
     """Run each (dataset, day); True if every run succeeded."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from include.etl.dag_factory import dag_id
     from include.etl.lineage import forget_collected
+    from include.etl.names import dag_id
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "pipelines.py"))
     if bag.import_errors:

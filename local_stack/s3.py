@@ -32,6 +32,17 @@ def client(port: int, service: str = "s3") -> Any:
     )
 
 
+def cli_env(port: int) -> dict[str, str]:
+    """What the AWS CLI (v2.13+) and boto3 read to reach the local S3 and SQS: `aws s3 cp x s3://raw/...` works
+    as it is, with no --endpoint-url (moto takes any key)."""
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",  # pragma: allowlist secret (moto accepts any key)
+    }
+
+
 def start(paths: StackPaths, port: int) -> None:
     argv = [sys.executable, "-m", s3_server.__name__, "--port", str(port), "--state", str(paths.s3_state)]
     pid = processes.start("moto", argv, paths.pids, paths.logs, cwd=PROJECT_ROOT)

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from include.etl.names import dag_id
 from local_stack import (
     airflow,
     broker,
@@ -35,10 +36,6 @@ SAMPLES: dict[str, Callable[[list[date]], dict[str, dict[str, bytes]]]] = {
     "orders": sample_orders.generate,
     "customers": sample_customers.generate,
 }
-
-
-def dag_id(dataset: str) -> str:
-    return f"{dataset}_pipeline"
 
 
 class LocalStack:
@@ -226,7 +223,8 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     stack = LocalStack()
     p = stack.ports
-    for name, port in (("postgres", p.postgres), ("s3", p.s3), ("smtp", p.smtp), ("airflow", p.airflow)):
+    services = (("postgres", p.postgres), ("s3", p.s3), ("smtp", p.smtp), ("airflow", p.airflow))
+    for name, port in (*services, ("dashboard", p.dashboard)):  # the dashboard: `make dashboard`, in the foreground
         print(f"{name:9} {'up' if processes.port_open(port) else 'down':5} port {port}")
     if stack.executor.is_celery:
         print(f"{'redis':9} {'up' if broker.ping(p.redis) else 'down':5} port {p.redis}")
@@ -235,7 +233,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
-    for key, value in LocalStack().env.items():
+    """The stack's environment as shell exports: Airflow's settings, and the AWS CLI's and boto3's endpoint."""
+    stack = LocalStack()
+    for key, value in {**stack.env, **s3.cli_env(stack.ports.s3)}.items():
         print(f"export {key}={shlex.quote(value)}")
     return 0
 

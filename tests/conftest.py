@@ -97,7 +97,7 @@ def contracts_folder(stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monk
     from airflow.exceptions import DagNotFound
 
     from include.etl.contract import contract_paths, load_contract
-    from include.etl.dag_factory import dag_id
+    from include.etl.names import dag_id
 
     folder = tmp_path / "contracts"
     folder.mkdir()

@@ -96,7 +96,7 @@ class TaskRun:
 
     @property
     def dag_id(self) -> str:
-        from include.etl.dag_factory import dag_id
+        from include.etl.names import dag_id
 
         return dag_id(self.contract.dataset)
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from include.etl.contract import Contract, ContractError, contract_paths, load_contract
 from include.etl.events import raw_files_asset, table_asset
+from include.etl.names import dag_id
 from include.etl.notify import on_task_failure
 from include.etl.owners import collisions
 from include.etl.quality import ONE_ROW, column_checks, table_checks
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
     from include.etl.storage import RawFile
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def dag_id(dataset: str) -> str:
-    return f"{dataset}_pipeline"
 
 
 def valid_contracts() -> tuple[list[Contract], list[str]]:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from include.etl.storage import RAW_SUFFIXES
+
 if TYPE_CHECKING:
     from include.etl.storage import RawObject
 
-# What the pipeline reads (any case: a.CSV, a.csv.GZ).
-RAW_SUFFIXES = (".csv", ".csv.gz")
 _FOLDER = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
 

@@ -1,5 +1,5 @@
-"""Names every part of the pipeline shares: the lineage columns it adds to each row, the columns of rejected-row
-files, and qualified table names (`schema.table`) as safely quoted identifiers.
+"""Names every part of the pipeline shares: each dataset's DAG id, the lineage columns it adds to each row, the
+columns of rejected-row files, and qualified table names (`schema.table`) as safely quoted identifiers.
 
 A leaf: it imports nothing of the pipeline, so the contract model, the storage types and the loaders can all
 import it.
@@ -20,6 +20,11 @@ LINEAGE_COLUMNS = (SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, LOADED_AT)
 REJECT_REASON = "reject_reason"
 RAW_RECORD = "raw_record"
 REJECTED_LEAD = (SOURCE_LINE, REJECT_REASON, RAW_RECORD)
+
+
+def dag_id(dataset: str) -> str:
+    """The id of a dataset's DAG: `<dataset>_pipeline`."""
+    return f"{dataset}_pipeline"
 
 
 def unique_names(header: list[str]) -> list[str]:

@@ -21,7 +21,9 @@ from typing import Any, BinaryIO, TypedDict
 
 from botocore.exceptions import ClientError
 
-from include.etl.layout import RAW_SUFFIXES
+# What the pipeline reads as raw CSV objects (any case: a.CSV, a.csv.GZ).
+RAW_SUFFIXES = (".csv", ".csv.gz")
+
 
 # Object metadata naming the raw version an output was made from.
 SOURCE_ETAG = "source-etag"

@@ -161,6 +161,14 @@ def test_a_warehouse_without_marts_says_so_on_every_page(stack: LocalStack, monk
         assert not at.exception and "do not exist yet" in at.info[0].value
 
 
+def test_without_a_configured_warehouse_the_page_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DASHBOARD_DATABASE_URL", raising=False)
+    at = AppTest.from_file(str(DASHBOARD_APP), default_timeout=60)
+    at.run()
+    assert not at.exception and not at.metric
+    assert "DASHBOARD_DATABASE_URL is not set" in " ".join(m.value for m in [*at.info, *at.error])
+
+
 def test_marts_without_orders_say_they_are_empty(
     builds: Builds, stack: LocalStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:

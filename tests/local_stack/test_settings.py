@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -12,9 +15,10 @@ import pytest
 import yaml
 
 from include.etl.contract import Contract
-from local_stack.config import DB_USER, WAREHOUSE_DB, Ports
+from local_stack.config import DB_USER, PROJECT_ROOT, WAREHOUSE_DB, Ports
 from local_stack.sample_orders import generate
 from local_stack.settings import airflow_env, read_settings
+from local_stack.stack import LocalStack
 
 PORTS = Ports(postgres=15432, s3=19000, smtp=11025, airflow=18080)
 
@@ -148,3 +152,20 @@ def test_generated_headers_use_aliases_and_an_extra_column(contract: Contract) -
     assert mappings["orders_20261124_02.csv"].missing == ()
     assert mappings["orders_20261124_03.csv"].extra == ("notes",)
     assert b"\r\n" in files["orders_20261124_03.csv"]
+
+
+@pytest.mark.integration
+def test_the_printed_exports_let_the_aws_tools_reach_the_local_s3_as_they_are(stack: LocalStack) -> None:
+    """`eval "$(python -m local_stack env)"`, then boto3 (and the AWS CLI, which reads the same variables) with no
+    endpoint or keys of its own lists the stack's buckets."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+        "LOCAL_STATE_DIR": str(stack.paths.root),
+        "LOCAL_S3_PORT": str(stack.ports.s3),
+    }
+    script = (
+        f'eval "$({sys.executable} -m local_stack env)" && {sys.executable} -c '
+        "\"import boto3; print(' '.join(sorted(b['Name'] for b in boto3.client('s3').list_buckets()['Buckets'])))\""
+    )
+    run = subprocess.run(["bash", "-c", script], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert set(run.stdout.split()) >= {"raw", "processed"}
