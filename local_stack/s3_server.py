@@ -46,37 +46,55 @@ def fingerprint(backend: Any) -> str:
     return digest.hexdigest()
 
 
-def save(backend: Any, state: Path) -> int:
-    """Write every object to `state` (content-addressed bytes plus one JSON index); returns how many."""
+class Snapshot:
+    """What `save` last wrote: each object's index entry by (bucket, key), so a save writes only the objects
+    added or replaced since (their bytes are read once), not every object every few seconds."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def save(backend: Any, state: Path, snapshot: Snapshot | None = None) -> int:
+    """Write every object to `state` (one file of bytes per object version plus one JSON index); returns how many.
+
+    With `snapshot`, an object already written as the same version (ETag and LastModified) is not read again."""
+    known = snapshot or Snapshot()
     blobs = state / "blobs"
     blobs.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
     for bucket, key in _objects(backend):
-        value = key.value
-        blob = hashlib.sha256(value).hexdigest()
+        etag, modified = key.etag.strip('"'), key.last_modified.isoformat()
+        previous = known.entries.get((bucket, key.name))
+        if previous is not None and (previous["etag"], previous["last_modified"]) == (etag, modified):
+            entries[bucket, key.name] = previous
+            continue
+        version = f"{bucket}\0{key.name}\0{etag}\0{modified}".encode("utf-8", "surrogatepass")
+        blob = hashlib.sha256(version).hexdigest()
         path = blobs / blob
         if not path.exists():
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(value)
+            tmp.write_bytes(key.value)
             tmp.replace(path)
-        entries.append(
-            {
-                "bucket": bucket,
-                "key": key.name,
-                "blob": blob,
-                "etag": key.etag.strip('"'),
-                "last_modified": key.last_modified.isoformat(),
-                "metadata": dict(key.metadata),
-            }
-        )
-    index = {"buckets": sorted(backend.buckets), "objects": entries}
+        entries[bucket, key.name] = {
+            "bucket": bucket,
+            "key": key.name,
+            "blob": blob,
+            "etag": etag,
+            "last_modified": modified,
+            "metadata": dict(key.metadata),
+        }
+    index = {"buckets": sorted(backend.buckets), "objects": list(entries.values())}
     tmp = state / "objects.json.tmp"
     tmp.write_text(json.dumps(index), encoding="utf-8")
     tmp.replace(state / "objects.json")
-    kept = {e["blob"] for e in entries}
-    for path in blobs.iterdir():
-        if path.name not in kept:
-            path.unlink(missing_ok=True)
+    kept = {e["blob"] for e in entries.values()}
+    if known.entries:  # the versions replaced or deleted since the last save
+        stale = [blobs / e["blob"] for e in known.entries.values() if e["blob"] not in kept]
+    else:  # the first save: whatever else the folder holds
+        stale = [path for path in blobs.iterdir() if path.name not in kept]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    known.entries = entries
     return len(entries)
 
 
@@ -114,12 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     print(f"restored {restored} object(s) from {args.state}", flush=True)
     lock = threading.Lock()
     saved = [fingerprint(backend)]
+    written = Snapshot()
+    save(backend, args.state, written)  # what was restored: known, so later saves write only what changes
 
     def snapshot() -> None:
         with lock:
             now = fingerprint(backend)
             if now != saved[0]:
-                count = save(backend, args.state)
+                count = save(backend, args.state, written)
                 saved[0] = now
                 print(f"saved {count} object(s) to {args.state}", flush=True)
 
