@@ -117,7 +117,7 @@ test-fast: venv dbt-venv
 
 # ROWS, FILES, REPEATS or any flag via BENCH_ARGS (see python -m benchmarks.bench --help).
 bench: venv $(DLT_VENV)/.installed
-	$(PY) -m benchmarks.bench $(if $(ROWS),--rows $(ROWS)) $(if $(FILES),--files $(FILES)) \
+	$(PY) -m benchmarks.bench $(if $(BENCH_ARGS),,--docs docs/performance.md) $(if $(ROWS),--rows $(ROWS)) $(if $(FILES),--files $(FILES)) \
 		$(if $(REPEATS),--repeats $(REPEATS)) $(BENCH_ARGS)
 
 lint: venv

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from benchmarks.methods import table_checksum
 from benchmarks.procwatch import PeakRss
 from local_stack import airflow, broker, postgres, workers
 from local_stack.config import PROJECT_ROOT, ExecutorChoice, Ports
-from local_stack.sample_orders import generate_day
+from local_stack.demo.sample_orders import generate_day
 from local_stack.stack import LocalStack
 
 DAY = date(2026, 1, 15)
@@ -265,6 +265,28 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+DOCS_START, DOCS_END = "<!-- make bench: start -->", "<!-- make bench: end -->"
+
+
+def _write_docs(page: Path, md: str, args: argparse.Namespace, machine: str) -> None:
+    """The report in place of the page's previous one (history is in git)."""
+    text = page.read_text()
+    head, _, rest = text.partition(DOCS_START)
+    _, _, tail = rest.partition(DOCS_END)
+    run = (
+        f"Last run {datetime.now(UTC):%Y-%m-%d}, commit {_commit()}, {machine}: "
+        f"`{' '.join(sys.argv[1:]) or 'make bench'}` ({args.rows:,} rows in {args.files} files, {args.repeats} "
+        "repeats). Timings hold on a quiet machine only.\n"
+    )
+    page.write_text(f"{head}{DOCS_START}\n{run}{md}\n{DOCS_END}{tail}")
+    print(f"wrote the report into {page}")
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2_000_000, help="raw rows in all (default 2,000,000)")
@@ -281,6 +303,11 @@ def main() -> int:
     )
     parser.add_argument("--workers", type=int, default=2, help="Celery workers of dag_celery (default 2)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench-results")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="also write the report into this page between its `make bench` markers (make bench: docs/performance.md)",
+    )
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -355,6 +382,8 @@ def main() -> int:
             + _orchestration_markdown(baseline_orchestration)
         )
         (args.out / "bench.md").write_text(md)
+        if args.docs:
+            _write_docs(args.docs, md, args, machine)
         _chart(table, args.out / "bench.png")
         print("\n" + md)
         print(f"wrote {args.out}/bench.json, bench.md, bench.png")
