@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from include.etl.cleaning import clean_batch
-from include.etl.contract import load_contract
-from include.etl.csv_reader import CsvFormatError, open_raw, read_csv
+from include.etl.contract.cleaning import clean_batch
+from include.etl.contract.model import load_contract
+from include.etl.contract.schema import output_schema
 from include.etl.names import SOURCE_MODIFIED
-from include.etl.schema import output_schema
-from include.etl.storage import RAW_SUFFIXES, partition_prefix
+from include.etl.reading.csv_reader import CsvFormatError, open_raw, read_csv
+from include.etl.reading.storage import RAW_SUFFIXES, partition_prefix
 
 CONTRACT = load_contract("orders")
 KEY = CONTRACT.key[0]  # the orders contract has a one-column key

@@ -20,15 +20,15 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from include.etl import storage
-from include.etl.cleaning import clean_batch
-from include.etl.contract import load_contract
-from include.etl.csv_reader import RawBatch
-from include.etl.load import load_files, prepare_tables
+from include.etl.contract.cleaning import clean_batch
+from include.etl.contract.model import load_contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.transform import transform_file
+from include.etl.loading.load import load_files, prepare_tables
 from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
-from include.etl.results import FileResult
+from include.etl.reading import storage
+from include.etl.reading.csv_reader import RawBatch
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from local_stack.s3 import client
 
 CONTRACT = load_contract("orders")

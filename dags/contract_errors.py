@@ -9,8 +9,8 @@ of the valid contracts: a typo in one dataset's contract never stops the others.
 
 from __future__ import annotations
 
-from include.etl.contract import ContractError
-from include.etl.dag_factory import valid_contracts
+from include.etl.contract.model import ContractError
+from include.etl.running.dag_factory import valid_contracts
 
 _, problems = valid_contracts()
 if problems:

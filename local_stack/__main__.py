@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from local_stack import stack
+from local_stack.demo import run as demo_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--date", help="partition date for --data (YYYY-MM-DD)")
     demo.add_argument("--dataset", default="orders", help="the dataset (contract) --data belongs to")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo_run.demo(args)
     return stack.COMMANDS[args.command](args)
 
 

@@ -157,6 +157,7 @@ def ensure_admin_password(paths: StackPaths) -> str:
 
 def admin_password(paths: StackPaths) -> str | None:
     try:
-        return json.loads(password_file(paths).read_text()).get("admin")
+        password = json.loads(password_file(paths).read_text()).get("admin")
+        return None if password is None else str(password)
     except (OSError, ValueError):
         return None

@@ -30,7 +30,7 @@ REGION = "us-east-1"
 
 def datasets() -> list[str]:
     """The datasets of the project: one per contract file in include/contracts/."""
-    from include.etl.contract import contract_paths
+    from include.etl.contract.model import contract_paths
 
     return sorted({p.stem for p in contract_paths(PROJECT_ROOT / "include" / "contracts")})
 

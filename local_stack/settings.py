@@ -21,7 +21,8 @@ SETTINGS_FILE = PROJECT_ROOT / "airflow_settings.yaml"
 
 def read_settings(path: Path = SETTINGS_FILE) -> dict[str, Any]:
     with path.open(encoding="utf-8") as fh:
-        return (yaml.safe_load(fh) or {}).get("airflow", {})
+        settings: dict[str, Any] = (yaml.safe_load(fh) or {}).get("airflow", {})
+    return settings
 
 
 def local_overrides(ports: Ports) -> dict[str, dict[str, Any]]:

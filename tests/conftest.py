@@ -96,7 +96,7 @@ def contracts_folder(stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monk
     from airflow.api.common.delete_dag import delete_dag
     from airflow.exceptions import DagNotFound
 
-    from include.etl.contract import contract_paths, load_contract
+    from include.etl.contract.model import contract_paths, load_contract
     from include.etl.names import dag_id
 
     folder = tmp_path / "contracts"
@@ -115,7 +115,7 @@ def contracts_folder(stack: LocalStack, tmp_path: Path, monkeypatch: pytest.Monk
 
 @pytest.fixture
 def contract():
-    from include.etl.contract import load_contract
+    from include.etl.contract.model import load_contract
 
     return load_contract("orders")
 

@@ -1,12 +1,12 @@
 """A pipeline's tasks run in this process, in the DAG's order, with a small fake task context.
 
 Airflow's provider tests call an operator's `execute` with a plain context, and dagster's call an asset with a
-built context; this does the same for the task bodies of `include/etl/tasks.py`: no scheduler, no metadata
+built context; this does the same for the task bodies of `include/etl/running/tasks.py`: no scheduler, no metadata
 database, no DAG run, a fraction of a second of Airflow per task. What the DAG itself adds (its wiring, trigger
 rules, mapping, Airflow's retries and callbacks) is tested by the few whole-DAG runs in
 `tests/integration/test_pipeline_e2e.py`, `tests/dags/` and the scheduler tests.
 
-`run_tasks(contract, day)` walks the tasks as the DAG wires them (`include/etl/dag_factory.py`):
+`run_tasks(contract, day)` walks the tasks as the DAG wires them (`include/etl/running/dag_factory.py`):
 
     list_files -> transform[group] ... -> load -> table_changed -> check_columns, check_table -> notify
                                        \\-> validation_report ------------------------------------/
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
 
 # What a run's params are when the run does not set them (the DAG's Param defaults).
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -127,8 +127,8 @@ class TaskRun:
     def call(self, task_id: str, body: Callable[[dict[str, Any]], Any], map_index: int = -1) -> Any:
         """Run one task as Airflow would: retried on a transient fault, the failure callback on failure."""
         from include.etl.faults import is_transient
-        from include.etl.lineage import forget_collected
-        from include.etl.notify import on_task_failure
+        from include.etl.running.lineage import forget_collected
+        from include.etl.running.notify import on_task_failure
 
         label = task_id if map_index < 0 else f"{task_id}[{map_index}]"
         forget_collected()  # as in a task process of its own
@@ -170,8 +170,8 @@ def run_tasks(
     from airflow.timetables.interval import CronDataIntervalTimetable
     from pendulum import instance
 
-    from include.etl import tasks
-    from include.etl.dag_factory import build_pipeline
+    from include.etl.running import tasks
+    from include.etl.running.dag_factory import build_pipeline
     from include.etl.settings import DatasetSettings
 
     moment = logical_date or datetime.now(UTC)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from include.etl.notify import describe_failure, render_failure_html, send
+from include.etl.running.notify import describe_failure, render_failure_html, send
 from include.etl.settings import SMTP_CONN_ID, DatasetSettings
 
 XCOM_KEY = "dbt_failures"

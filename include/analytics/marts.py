@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from include.analytics.alerts import keep_failures, on_dbt_failure
-from include.etl.dag_factory import valid_contracts
-from include.etl.events import table_asset
+from include.etl.running.dag_factory import valid_contracts
+from include.etl.running.events import table_asset
 from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings
 
 DAG_ID = "marts"

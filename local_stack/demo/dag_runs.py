@@ -1,6 +1,6 @@
 """Run pipeline DAGs for given partitions in one process, as `airflow dags test` runs one (`dag.test()`).
 
-`python -m local_stack.dag_runs orders=2026-11-24 customers=2026-11-24 ...`, in the local stack's Airflow
+`python -m local_stack.demo.dag_runs orders=2026-11-24 customers=2026-11-24 ...`, in the local stack's Airflow
 environment: the pipelines' DAG file is parsed once and each run is a `dag.test()` of its DAG with `{"day": ...}`
 as its conf, in the order given. Prints a line per run when it ends, `dag-run-result {"dataset", "day", "state",
 "seconds"}` (JSON after the marker: Airflow's own log lines go to the same output).
@@ -24,8 +24,8 @@ def run(runs: list[tuple[str, str]], out: Any = sys.stdout) -> bool:
     """Run each (dataset, day); True if every run succeeded."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from include.etl.lineage import forget_collected
     from include.etl.names import dag_id
+    from include.etl.running.lineage import forget_collected
 
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "pipelines.py"))
     if bag.import_errors:
@@ -47,7 +47,7 @@ def run(runs: list[tuple[str, str]], out: Any = sys.stdout) -> bool:
 def main(argv: list[str]) -> int:
     runs = [tuple(arg.split("=", 1)) for arg in argv]
     if not runs or any(len(r) != 2 for r in runs):
-        raise SystemExit("usage: python -m local_stack.dag_runs DATASET=YYYY-MM-DD [...]")
+        raise SystemExit("usage: python -m local_stack.demo.dag_runs DATASET=YYYY-MM-DD [...]")
     return 0 if run([(d, day) for d, day in runs]) else 1
 
 

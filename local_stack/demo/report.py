@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from include.etl.contract import load_contract
+from include.etl.contract.model import load_contract
 from include.etl.names import table_ident
 from local_stack import postgres
 from local_stack.config import BUCKETS

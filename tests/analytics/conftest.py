@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from include.etl.contract import load_contract
+from include.etl.contract.model import load_contract
 from local_stack import analytics, postgres
-from local_stack.sample_customers import generate as generate_customers
-from local_stack.sample_orders import generate as generate_orders
+from local_stack.demo.sample_customers import generate as generate_customers
+from local_stack.demo.sample_orders import generate as generate_orders
 from local_stack.stack import LocalStack
 from tests.integration.conftest import fresh_database
 from tests.task_run import run_tasks

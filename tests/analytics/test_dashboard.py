@@ -9,8 +9,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from include.etl.contract import load_contract
-from include.etl.load import prepare_tables
+from include.etl.contract.model import load_contract
+from include.etl.loading.load import prepare_tables
 from local_stack.analytics import DASHBOARD_APP, dashboard_url
 from local_stack.stack import LocalStack
 from tests.analytics.conftest import DAYS, Builds, Warehouse

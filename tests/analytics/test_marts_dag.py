@@ -11,8 +11,8 @@ import pytest
 
 from include.analytics.alerts import on_dbt_failure
 from include.analytics.marts import build_marts_dag, dbt_executable
-from include.etl.contract import load_contract
-from include.etl.load import prepare_tables
+from include.etl.contract.model import load_contract
+from include.etl.loading.load import prepare_tables
 from local_stack import postgres
 from local_stack.analytics import DBT_PROJECT
 from local_stack.config import PROJECT_ROOT

@@ -28,12 +28,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from include.etl import storage
-from include.etl.contract import Contract, load_contract, parse_contract
-from include.etl.results import FileResult
-from include.etl.schema import output_schema
+from include.etl.contract.model import Contract, load_contract, parse_contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.schema import output_schema
+from include.etl.contract.transform import ZoneKeys, transform_file
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import ZoneKeys, transform_file
 from tests.helpers import moto_s3
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "bad_input"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.etl.batching import group_files, group_label
+from include.etl.running.batching import group_files, group_label
 
 
 def _files(sizes: list[int]) -> list[dict]:

@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from include.etl.cleaning import CleanBatch, clean_batch
-from include.etl.contract import Contract
-from include.etl.csv_reader import RawBatch
+from include.etl.contract.cleaning import CleanBatch, clean_batch
+from include.etl.contract.model import Contract
+from include.etl.contract.schema import output_schema, rejected_schema
 from include.etl.names import REJECT_REASON, SOURCE_KEY, SOURCE_LINE
-from include.etl.schema import output_schema, rejected_schema
+from include.etl.reading.csv_reader import RawBatch
 
 HEADER = ["order_id", "order_ts", "customer_id", "product_name", "category", "quantity", "unit_price", "region"]
 VALID = {

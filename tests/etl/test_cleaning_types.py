@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from include.etl import cleaning
-from include.etl.cleaning import MAX_KEY_BYTES, clean_batch
-from include.etl.contract import Contract, parse_contract
-from include.etl.csv_reader import RawBatch
+from include.etl.contract.cleaning import MAX_KEY_BYTES, clean_batch
+from include.etl.contract.model import Contract, parse_contract
+from include.etl.contract.values import dates
 from include.etl.names import REJECT_REASON
+from include.etl.reading.csv_reader import RawBatch
 
 
 def _contract(columns: dict[str, Any], **top: Any) -> Contract:
@@ -254,7 +254,7 @@ def test_a_day_and_month_that_two_of_the_formats_read_differently_are_rejected_n
     ],
 )
 def test_format_pairs_that_no_text_fits_both_of_are_not_compared(fmt: str, other: str, alike: bool) -> None:
-    assert cleaning._may_read_alike(fmt, other) is alike
+    assert dates._may_read_alike(fmt, other) is alike
 
 
 def test_formats_that_cannot_read_one_text_alike_read_each_value_once() -> None:

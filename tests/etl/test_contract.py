@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from include.etl.contract import (
+from include.etl.contract.model import (
     CONTRACTS_DIR,
     Contract,
     ContractError,
@@ -543,7 +545,7 @@ def test_fallback_encoding_has_one_default() -> None:
     [({}, True), ({"min": 0}, True), ({"min": 1, "max": 2147483647}, False), ({"min": 0, "max": 2**31}, True)],
 )
 def test_integers_are_64_bit_unless_both_bounds_fit_32(bounds: dict[str, int], wide: bool) -> None:
-    from include.etl.schema import arrow_type, pg_type
+    from include.etl.contract.schema import arrow_type, pg_type
 
     doc = {
         "dataset": "d",
@@ -608,3 +610,23 @@ def test_naive_times_in_bounds_fills_and_expectations_are_in_the_datasets_zone()
     bound = contract.expectations[0].max_value
     assert bound == datetime(2030, 1, 1, tzinfo=ZoneInfo("Europe/Berlin"))
     assert parse_contract(contract.to_document()) == contract  # the resolved contract round-trips
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.text(alphabet=list("ab1(?:)<=!>P[]{},*+|^$.\\dDwWsSbBZAuGx-imsU"), max_size=12))
+def test_a_regex_passed_without_asking_re2_is_one_re2_reads(pattern: str) -> None:
+    """The contract accepts some patterns without asking RE2 (no pyarrow import at a DAG parse): each of them is
+    one pyarrow's RE2 reads too, so a contract never passes with a pattern the transform cannot run."""
+    import re
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from include.etl.contract import model
+
+    try:
+        re.compile(pattern)
+    except re.error:
+        return  # not a regex at all: refused earlier, by the model
+    if model._plain_regex(pattern):
+        pc.match_substring_regex(pa.array([""], pa.string()), pattern)  # raises if RE2 cannot read it

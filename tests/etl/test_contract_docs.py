@@ -18,7 +18,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from include.etl.contract import (
+from include.etl.contract.model import (
     ROW_EXPECTATIONS,
     Column,
     ColumnType,

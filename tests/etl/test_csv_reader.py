@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from include.etl.contract import CsvDialect
-from include.etl.csv_reader import CsvFormatError, MalformedRow, ReadStats, open_raw, read_csv
+from include.etl.contract.model import CsvDialect
+from include.etl.reading.csv_reader import CsvFormatError, MalformedRow, ReadStats, open_raw, read_csv
 
 DIALECT = CsvDialect(delimiter=",", encoding="utf-8", fallback_encoding="cp1252", null_values=("",))
 
@@ -436,7 +436,7 @@ def test_long_fields_are_read_next_to_a_malformed_row(size: int) -> None:
 
 
 def test_a_row_longer_than_the_largest_block_continues_on_the_exact_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    from include.etl import csv_reader
+    from include.etl.reading import csv_reader
 
     monkeypatch.setattr(csv_reader, "_MAX_BLOCK_BYTES", 1 << 20)
     long = "y" * (3 << 20)

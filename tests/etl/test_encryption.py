@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from include.etl import storage
+from include.etl.contract.transform import transform_file
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
 BODY = (

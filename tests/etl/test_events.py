@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from include.etl.events import keys_from_asset_events, keys_from_message_body, partitions_of
+from include.etl.running.events import keys_from_asset_events, keys_from_message_body, partitions_of
 
 
 def _s3_event(*keys: str, event: str = "ObjectCreated:Put") -> str:

@@ -22,10 +22,10 @@ import pytest
 import urllib3.exceptions as urllib3_errors
 from botocore.config import Config
 
-from include.etl import storage
-from include.etl.csv_reader import CsvFormatError
 from include.etl.faults import describe, is_transient
-from include.etl.storage import ObjectChangedError
+from include.etl.reading import storage
+from include.etl.reading.csv_reader import CsvFormatError
+from include.etl.reading.storage import ObjectChangedError
 from tests.helpers import moto_s3
 
 S3_URL = "https://s3.eu-west-1.amazonaws.com/raw/raw/orders/dt=2026-01-01/a.csv"

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from include.etl.batching import LABEL_CHARS, group_label
-from include.etl.contract import load_contract
-from include.etl.notify import retry_command, skip_command
-from include.etl.storage import MAX_KEY_BYTES
+from include.etl.contract.model import load_contract
+from include.etl.reading.storage import MAX_KEY_BYTES
+from include.etl.running.batching import LABEL_CHARS, group_label
+from include.etl.running.notify import retry_command, skip_command
 from tests.integration.conftest import HEADER
 from tests.task_run import run_tasks
 

@@ -1,5 +1,5 @@
 """Every object under a dataset's raw prefix is accounted for: loaded, or recorded as ignored with its reason in
-the ledger and the run's summary (include/etl/layout.py), through the pipeline's tasks on the real servers."""
+the ledger and the run's summary (include/etl/reading/layout.py), through the pipeline's tasks on the real servers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from include.etl.contract import load_contract
-from include.etl.layout import not_a_csv, partition_day
+from include.etl.contract.model import load_contract
+from include.etl.reading.layout import not_a_csv, partition_day
 from local_stack import analytics
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER, html_body, mails
@@ -89,7 +89,7 @@ def test_objects_outside_the_layout_are_recorded_as_ignored_with_their_reason(st
 def test_the_quality_marts_build_with_an_impossible_partition_date(stack: LocalStack, isolated: Any) -> None:
     """A `dt=2026-02-30` folder once left its file pending forever and broke the data-quality model (it cast the
     folder's name to a date)."""
-    from include.etl.load import prepare_tables
+    from include.etl.loading.load import prepare_tables
 
     s3 = stack.s3()
     raw = f"{isolated.prefix}/raw/orders"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from include.etl.contract import load_contract
+from include.etl.contract.model import load_contract
 from local_stack.config import PROJECT_ROOT
 from tests.helpers import moto_endpoint, moto_s3
 from tests.integration.conftest import HEADER
@@ -49,10 +49,10 @@ _RUN = textwrap.dedent(
     """
     import json, sys
     import boto3
-    from include.etl import storage
-    from include.etl.contract import load_contract
+    from include.etl.reading import storage
+    from include.etl.contract.model import load_contract
     from include.etl.settings import DatasetSettings
-    from include.etl.transform import transform_file
+    from include.etl.contract.transform import transform_file
 
     endpoint, key, limits = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t",

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from include.etl import lineage
-from include.etl.lineage import Lineage, S3Object, Table
-from include.etl.results import FileResult
+from include.etl.contract.results import FileResult
+from include.etl.reading.storage import RawObject
+from include.etl.running import lineage
+from include.etl.running.lineage import Lineage, S3Object, Table
 from include.etl.settings import DatasetSettings
-from include.etl.storage import RawObject
 
 SETTINGS = DatasetSettings(dataset="orders")
 DAY = "raw/orders/dt=2026-11-24"

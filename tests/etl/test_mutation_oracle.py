@@ -30,11 +30,11 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from include.etl import storage
-from include.etl.contract import parse_contract
-from include.etl.results import FileResult
+from include.etl.contract.model import parse_contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.transform import transform_file
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from tests.etl.mutations import CATALOGUE, COLUMNS, CONTRACT, NULLS, SEED, Doc, Row, rendered
 from tests.helpers import moto_s3
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from include.etl.contract import Contract
-from include.etl.notify import (
+from include.etl.contract.model import Contract
+from include.etl.running.notify import (
     describe_failure,
     render_failure_html,
     render_parked_html,

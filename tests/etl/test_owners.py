@@ -1,5 +1,5 @@
 """No two contracts write the same table: refused when the DAGs are parsed, and again at load time against the
-owner each table records in PostgreSQL (include/etl/owners.py), on the real servers."""
+owner each table records in PostgreSQL (include/etl/loading/owners.py), on the real servers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from include.etl.contract import load_contract
-from include.etl.owners import OwnershipError
+from include.etl.contract.model import load_contract
+from include.etl.loading.owners import OwnershipError
 from local_stack.config import PROJECT_ROOT
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER
@@ -51,7 +51,7 @@ def test_a_contract_naming_another_datasets_table_is_refused_when_the_dags_are_p
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
-    from include.etl.dag_factory import valid_contracts
+    from include.etl.running.dag_factory import valid_contracts
 
     _promo(contracts_folder, **names)
     contracts, problems = valid_contracts()

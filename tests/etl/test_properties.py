@@ -32,12 +32,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from include.etl import storage
-from include.etl.cleaning import SOURCE_LINE, clean_batch
-from include.etl.contract import load_contract
-from include.etl.csv_reader import read_csv
+from include.etl.contract.cleaning import SOURCE_LINE, clean_batch
+from include.etl.contract.model import load_contract
+from include.etl.contract.transform import transform_file
+from include.etl.reading import storage
+from include.etl.reading.csv_reader import read_csv
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
 ORDERS = load_contract("orders")

@@ -5,8 +5,8 @@ What the checks find on real tables (empty, good, broken) is in tests/integratio
 
 from __future__ import annotations
 
-from include.etl.contract import Contract, parse_contract
-from include.etl.quality import column_checks, table_checks
+from include.etl.contract.model import Contract, parse_contract
+from include.etl.contract.quality import column_checks, table_checks
 
 
 def test_null_checks_only_on_columns_that_cannot_be_null(contract: Contract) -> None:

@@ -16,11 +16,11 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from include.etl import storage
-from include.etl.contract import Contract, load_contract, parse_contract
-from include.etl.results import FileResult
+from include.etl.contract.model import Contract, load_contract, parse_contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.transform import transform_file
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
 SETTINGS = DatasetSettings(dataset="orders", raw_bucket="raw", processed_bucket="processed")

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.etl.runs import partition_day, partitions_to_list
+from include.etl.running.runs import partition_day, partitions_to_list
 
 START = datetime(2026, 1, 2, 0, 0, tzinfo=UTC)
 AFTER = datetime(2026, 1, 3, 0, 5, tzinfo=UTC)

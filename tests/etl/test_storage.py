@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from include.etl import storage
-from include.etl.storage import RawObject
+from include.etl.reading import storage
+from include.etl.reading.storage import RawObject
 from tests.helpers import moto_s3
 
 BUCKET = "raw"
@@ -116,8 +116,8 @@ def test_zone_key(raw_key: str, raw_prefix: str, zone_prefix: str, suffix: str, 
 
 def test_zone_keys_are_unique_per_raw_key() -> None:
     """a.csv, a.CSV and a.csv.gz in one partition never share a processed, rejected or report object."""
+    from include.etl.contract.transform import ZoneKeys
     from include.etl.settings import DatasetSettings
-    from include.etl.transform import ZoneKeys
 
     settings = DatasetSettings(dataset="orders")
     raw = [f"{PREFIX}a.csv", f"{PREFIX}a.CSV", f"{PREFIX}a.csv.gz", f"{PREFIX}a.csv.parquet.csv"]

@@ -1,4 +1,4 @@
-"""The task bodies of include/etl/tasks.py, called directly with a small fake task context (tests/task_run.py)
+"""The task bodies of include/etl/running/tasks.py, called directly with a small fake task context (tests/task_run.py)
 against the real PostgreSQL and moto's S3 server: what each task returns, pushes and records.
 
 Each test has a warehouse database and raw/processed prefixes of its own (`isolated`, tests/conftest.py), so no
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from include.etl import tasks
-from include.etl.contract import Contract, load_contract
+from include.etl.contract.model import Contract, load_contract
+from include.etl.running import tasks
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER, html_body, mails
 from tests.task_run import FakeDagRun, FakeTaskInstance, TaskRun, run_tasks
@@ -95,7 +95,7 @@ def test_transform_returns_each_files_result_and_a_files_error_stays_the_files(
             raise ValueError("a bug this file triggers")
         return real(s3, obj, *args)
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", fails_for_bug)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", fails_for_bug)
     results = tasks.transform(_context(run, "transform", 0), orders, [good, bug])
     by_name = {r["source_key"].rsplit("/", 1)[1]: r for r in results}
     assert (by_name["good.csv"]["status"], by_name["good.csv"]["rows_clean"], by_name["good.csv"]["rows_rejected"]) == (
@@ -120,7 +120,7 @@ def test_transform_raises_a_transient_fault_for_airflow_to_retry_and_records_it_
     def outage(*args: Any) -> Any:
         raise ConnectionError("simulated S3 outage")
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", outage)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", outage)
     with pytest.raises(ConnectionError):
         tasks.transform(_context(run, "transform", 0, try_number=1), orders, group)
     (last,) = tasks.transform(_context(run, "transform", 0, try_number=run.retries + 1), orders, group)
@@ -170,7 +170,7 @@ def test_validation_report_writes_a_report_beside_each_processed_file(stack, iso
 
 
 def test_the_table_checks_run_only_when_the_load_changed_the_table(stack, isolated, orders) -> None:
-    from include.etl.dag_factory import build_pipeline
+    from include.etl.running.dag_factory import build_pipeline
 
     _put(stack, isolated.prefix, "c.csv", HEADER + _row("TC-1"))
     first = run_tasks(orders, DAY)

@@ -13,12 +13,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from include.etl import storage
-from include.etl.contract import Contract
-from include.etl.results import FileResult
-from include.etl.schema import output_schema
+from include.etl.contract.model import Contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.schema import output_schema
+from include.etl.contract.transform import transform_file
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from tests.helpers import moto_s3
 
 DAY = "2026-01-02"

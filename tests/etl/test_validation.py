@@ -20,14 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from include.etl import storage
-from include.etl.contract import Contract, load_contract, parse_contract
-from include.etl.results import FileResult
-from include.etl.schema import output_schema
+from include.etl.contract.model import Contract, load_contract, parse_contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.schema import output_schema
+from include.etl.contract.transform import PARQUET_TYPE, ZoneKeys, transform_file
+from include.etl.contract.validation import SuiteValidator, ValidationReport, suite_spec, validate_processed
+from include.etl.reading import storage
+from include.etl.reading.storage import RawObject
 from include.etl.settings import DatasetSettings
-from include.etl.storage import RawObject
-from include.etl.transform import PARQUET_TYPE, ZoneKeys, transform_file
-from include.etl.validation import SuiteValidator, ValidationReport, suite_spec, validate_processed
 from tests.helpers import moto_s3
 
 SETTINGS = DatasetSettings(dataset="orders")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from include.etl.value_bytes import all_ascii, may_contain, value_bytes
+from include.etl.reading.value_bytes import all_ascii, may_contain, value_bytes
 
 TYPES = [pa.string(), pa.large_string(), pa.binary(), pa.large_binary()]
 

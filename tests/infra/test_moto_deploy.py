@@ -141,10 +141,10 @@ def test_an_uploaded_csv_notifies_its_dataset_queue_and_transforms_into_the_proc
     template, deployed, aws_client, contract
 ) -> None:
     """The event path and the transform, against the stack's own buckets, queue and KMS key."""
-    from include.etl import storage
-    from include.etl.events import keys_from_message_body, partitions_of
+    from include.etl.contract.transform import transform_file
+    from include.etl.reading import storage
+    from include.etl.running.events import keys_from_message_body, partitions_of
     from include.etl.settings import DatasetSettings
-    from include.etl.transform import transform_file
 
     s3, sqs = aws_client("s3"), aws_client("sqs")
     raw = apply_ignored_bucket_properties(template, "RawBucket", deployed, aws_client)
@@ -195,7 +195,7 @@ def test_bundle_uploads_the_dags_folder_and_a_startup_script_with_the_stack_sett
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {
         "dags/pipelines.py",
-        "dags/include/etl/dag_factory.py",
+        "dags/include/etl/running/dag_factory.py",
         "dags/include/contracts/customers.yml",
         "dags/include/contracts/orders.yml",
         "dags/.airflowignore",

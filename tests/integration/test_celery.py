@@ -22,11 +22,11 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from include.etl.contract import load_contract
+from include.etl.contract.model import load_contract
 from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED
 from local_stack import airflow, broker, workers
 from local_stack.config import ExecutorChoice
-from local_stack.sample_orders import generate_day
+from local_stack.demo.sample_orders import generate_day
 from local_stack.stack import LocalStack
 from tests.integration.conftest import airflow_cli, fresh_database, isolated_env, metadata_db, wait_for
 from tests.task_run import run_tasks

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 import yaml
 
-from include.etl import storage
-from include.etl.contract import load_contract, parse_contract
-from include.etl.load import load_files
+from include.etl.contract.model import load_contract, parse_contract
+from include.etl.contract.transform import transform_file
+from include.etl.loading.load import load_files
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import transform_file
 from local_stack.config import PROJECT_ROOT
 from tests.integration.conftest import fresh_database
 from tests.task_run import run_tasks

@@ -18,10 +18,11 @@ import pytest
 from airflow import settings as airflow_settings
 from botocore.config import Config
 
-from include.etl import staging, storage
-from include.etl.load import load_files
+from include.etl.contract.transform import ZoneKeys, transform_file
+from include.etl.loading import staging
+from include.etl.loading.load import load_files
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import ZoneKeys, transform_file
 from local_stack import airflow, postgres
 from local_stack.config import PROJECT_ROOT
 from local_stack.settings import read_settings
@@ -153,10 +154,10 @@ def test_the_aws_connection_retries_with_backoff(stack) -> None:
 _TRANSFORM = textwrap.dedent(
     """
     import sys
-    from include.etl import storage
-    from include.etl.contract import load_contract
+    from include.etl.reading import storage
+    from include.etl.contract.model import load_contract
     from include.etl.settings import DatasetSettings
-    from include.etl.transform import transform_file
+    from include.etl.contract.transform import transform_file
     from local_stack.s3 import client
     port, prefix, key = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = DatasetSettings(dataset="orders", raw_prefix=prefix + "/raw", processed_prefix=prefix + "/processed",

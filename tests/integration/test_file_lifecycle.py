@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from include.etl import transform as transform_module
-from include.etl.contract import Contract, load_contract
+from include.etl.contract import transform as transform_module
+from include.etl.contract.model import Contract, load_contract
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER, html_body, mails
 from tests.task_run import TaskRun, run_tasks
@@ -182,11 +182,11 @@ def test_an_overwrite_during_the_transform_is_picked_up_by_the_next_run(stack, d
         _put(stack, day, "a.csv", HEADER + _row("DT-1", "v2"))  # lands after the listing, before the read
         return real(s3, obj, *args)
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", overwritten_first)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", overwritten_first)
     assert str(_run(dag, day).state) == "success"  # not failed, not retried
     assert _table(warehouse, "DT-") == {}
     assert _ledger(warehouse, day) == [("a.csv", "superseded"), ("a.csv", "pending")]
-    monkeypatch.setattr("include.etl.tasks.transform_file", real)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", real)
     assert str(_run(dag, day).state) == "success"
     assert _table(warehouse, "DT-") == {"DT-1": ("v2", "a.csv")}
     assert [s for _, s in _ledger(warehouse, day)] == ["superseded", "loaded"]
@@ -200,14 +200,14 @@ def test_two_runs_interleaved_with_an_overwrite_leave_the_newest_version(stack, 
 
     def then_run_b(s3: Any, obj: Any, *args: Any) -> Any:
         result = real(s3, obj, *args)  # A has read v1
-        monkeypatch.setattr("include.etl.tasks.transform_file", real)  # run B transforms as usual
+        monkeypatch.setattr("include.etl.running.tasks.transform_file", real)  # run B transforms as usual
         _next_second()
         _put(stack, day, "a.csv", HEADER + _row("IL-1", "v2"))
         b = _run(dag, day)
         assert b.state == "success", b.errors
         return result
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", then_run_b)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", then_run_b)
     assert str(_run(dag, day).state) == "success"
     assert _table(warehouse, "IL-") == {"IL-1": ("v2", "a.csv")}
     assert _ledger(warehouse, day) == [("a.csv", "superseded"), ("a.csv", "loaded")]
@@ -226,7 +226,7 @@ def test_a_file_failing_past_the_lookback_window_is_retried_then_parked_then_ret
             raise ValueError("a bug this file triggers")
         return real(s3, obj, *args)
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", fails)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", fails)
     before = len(mails(stack.paths.mailbox))
     # Runs of later days (no `day` param: as scheduled runs list), well past the 3-day lookback.
     # A manual run at midnight owns the day before it (its data interval): 04-08, then 04-15 and 04-20.
@@ -248,7 +248,7 @@ def test_a_file_failing_past_the_lookback_window_is_retried_then_parked_then_ret
     latest = html_body(mails(stack.paths.mailbox)[-1])
     assert "parked file(s) wait for you" in latest and key in latest and "retry_files" in latest
     # Fixed: retried by hand, it loads.
-    monkeypatch.setattr("include.etl.tasks.transform_file", real)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", real)
     run = _run(dag, logical_date=datetime(2026, 4, 27, tzinfo=UTC), retry_files=[key])
     assert str(run.state) == "success"
     assert _table(warehouse, "PK-") == {"PK-1": ("finally", "stubborn.csv")}
@@ -265,7 +265,7 @@ def test_a_parked_file_can_be_skipped_with_a_reason(stack, dag, warehouse, monke
     def fails(s3: Any, obj: Any, *args: Any) -> Any:
         raise ValueError("cannot be read by this version of the code")
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", fails)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", fails)
     assert str(_run(dag, day).state) == "failed"
     status = warehouse.execute("SELECT status FROM etl.orders_file_ledger WHERE source_key = %s", (key,)).fetchone()
     assert status == ("parked",)

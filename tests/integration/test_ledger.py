@@ -1,4 +1,4 @@
-"""The file ledger (include/etl/ledger.py) against the real PostgreSQL.
+"""The file ledger (include/etl/loading/ledger.py) against the real PostgreSQL.
 
 Each test has a ledger of its own (a unique schema in a database for this module), and asserts
 on the ledger's rows: a version's status, attempts, reason and last error as listing
@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from include.etl import ledger
+from include.etl.loading import ledger
 from include.etl.names import schema_of, table_ident
-from include.etl.storage import RawObject
+from include.etl.reading.storage import RawObject
 from tests.integration.conftest import fresh_database
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from local_stack import airflow
-from local_stack.sample_orders import generate
+from local_stack.demo.sample_orders import generate
 from local_stack.stack import LocalStack
 from tests.integration.conftest import fresh_database, isolated_env
 

@@ -19,14 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from include.etl import staging, storage
-from include.etl.contract import Contract, parse_contract
-from include.etl.evolution import SchemaEvolutionError
-from include.etl.load import LoadReport, load_files
-from include.etl.results import FileResult
-from include.etl.schema import output_schema
+from include.etl.contract.evolution import SchemaEvolutionError
+from include.etl.contract.model import Contract, parse_contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.schema import output_schema
+from include.etl.contract.transform import ZoneKeys, transform_file
+from include.etl.loading import staging
+from include.etl.loading.load import LoadReport, load_files
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import ZoneKeys, transform_file
 from local_stack import postgres
 from tests.integration.conftest import HEADER, fresh_database
 
@@ -465,7 +466,7 @@ def test_concurrent_loads_of_the_same_files_load_each_once(db, s3, contract, sta
 
 
 def test_two_datasets_load_at_once_without_touching_each_others_state(db, s3, contract, stack) -> None:
-    from include.etl.contract import load_contract
+    from include.etl.contract.model import load_contract
 
     customers = load_contract("customers")
     c_settings = DatasetSettings(

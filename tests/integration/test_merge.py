@@ -19,10 +19,10 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from include.etl import staging
-from include.etl.contract import Contract, parse_contract
-from include.etl.load import prepare_tables
-from include.etl.merge import MergeResult, duplicate_keys, merge
+from include.etl.contract.model import Contract, parse_contract
+from include.etl.loading import staging
+from include.etl.loading.load import prepare_tables
+from include.etl.loading.merge import MergeResult, duplicate_keys, merge
 from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
 from tests.integration.conftest import fresh_database
 
@@ -175,7 +175,7 @@ def test_duplicate_keys_are_the_keys_staged_more_than_once() -> None:
 
 def test_files_sorted_by_key_count_as_ascending_runs() -> None:
     """Staged keys in ascending runs (a correction appended here and there) skip the sort before the inserts."""
-    from include.etl.merge import _ascending_runs
+    from include.etl.loading.merge import _ascending_runs
 
     sorted_file = [f"O{n:05d}" for n in range(200)] + ["O00007"]  # one re-sent order at the end
     assert _ascending_runs([pa.table({"k": sorted_file}), pa.table({"k": ["A", "B"]})], ["k"])

@@ -18,13 +18,13 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from include.etl import transform as transform_module
-from include.etl.contract import load_contract
-from include.etl.lineage import forget_collected
+from include.etl.contract import transform as transform_module
+from include.etl.contract.model import load_contract
+from include.etl.running.lineage import forget_collected
 from local_stack import postgres
 from local_stack.config import AIRFLOW_DB, PROJECT_ROOT
-from local_stack.sample_customers import generate as generate_customers
-from local_stack.sample_orders import generate
+from local_stack.demo.sample_customers import generate as generate_customers
+from local_stack.demo.sample_orders import generate
 from local_stack.stack import LocalStack
 from tests.integration.conftest import HEADER, html_body, mails, table_checksum
 from tests.task_run import run_tasks
@@ -221,7 +221,7 @@ def test_a_transient_fault_is_retried_and_recorded_if_it_outlasts_the_retries(
             raise ConnectionError("simulated S3 outage for flaky.csv")
         return real(s3, obj, *args)
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", outage)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", outage)
     dag_run = run_dag(dag, day)
     assert str(dag_run.state) == "failed"
     assert sorted(_tries(stack, dag_run.run_id, "transform")) == [1, 4]  # good.csv once, flaky.csv 1 + 3 retries
@@ -237,7 +237,7 @@ def test_a_transient_fault_is_retried_and_recorded_if_it_outlasts_the_retries(
     ]
     assert summary and "attempt 1 of 3: ConnectionError: simulated S3 outage" in html_body(summary[-1])
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", real)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", real)
     assert run(dag, day) == "success"
     assert {k: v[0] for k, v in _ledger(warehouse, day).items()} == {"good.csv": "loaded", "flaky.csv": "loaded"}
     loaded = warehouse.execute("SELECT order_id FROM analytics.orders WHERE order_id LIKE 'F-%' ORDER BY 1").fetchall()
@@ -253,7 +253,7 @@ def test_an_error_that_repeats_costs_one_attempt_and_does_not_hold_the_run(stack
     def bug(s3: Any, obj: Any, *args: Any) -> Any:
         raise ValueError("I/O operation on closed file.")
 
-    monkeypatch.setattr("include.etl.tasks.transform_file", bug)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", bug)
     dag_run = run_dag(dag, day)
     assert str(dag_run.state) == "failed"
     assert _tries(stack, dag_run.run_id, "transform") == [1]
@@ -261,7 +261,7 @@ def test_an_error_that_repeats_costs_one_attempt_and_does_not_hold_the_run(stack
     assert states["transform"] == "success"  # the task records the file's error and ends
     assert states["notify"] == "failed"  # after the summary went out
     assert _ledger(warehouse, day)["bug.csv"][0] == "failed"
-    monkeypatch.setattr("include.etl.tasks.transform_file", real)
+    monkeypatch.setattr("include.etl.running.tasks.transform_file", real)
 
 
 def test_partition_with_more_files_than_the_map_cap_loads_completely(stack, dag, warehouse, monkeypatch) -> None:

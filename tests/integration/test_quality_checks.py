@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from include.etl.contract import parse_contract
-from include.etl.load import prepare_tables
-from include.etl.quality import ONE_ROW, column_checks, table_checks
+from include.etl.contract.model import parse_contract
+from include.etl.contract.quality import ONE_ROW, column_checks, table_checks
+from include.etl.loading.load import prepare_tables
 from local_stack import postgres
 
 pytestmark = pytest.mark.integration

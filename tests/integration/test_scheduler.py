@@ -23,10 +23,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from include.etl.contract import load_contract
-from include.etl.load import prepare_tables
+from include.etl.contract.model import load_contract
+from include.etl.loading.load import prepare_tables
 from local_stack import airflow, postgres
-from local_stack.sample_orders import generate
+from local_stack.demo.sample_orders import generate
 from local_stack.stack import LocalStack
 from tests.integration.conftest import (
     HEADER,

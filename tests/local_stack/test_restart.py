@@ -46,8 +46,8 @@ def user_stack() -> Iterator[tuple[dict[str, str], LocalStack]]:
 
 def _record_loaded(stack: LocalStack, head: dict[str, Any]) -> None:
     """The ledger row of a loaded version, as a load writes it."""
-    from include.etl import ledger
-    from include.etl.storage import RawObject
+    from include.etl.loading import ledger
+    from include.etl.reading.storage import RawObject
 
     obj = RawObject(KEY, head["ETag"].strip('"'), int(head["ContentLength"]), head["LastModified"])
     with psycopg.connect(postgres.dsn(stack.ports.postgres)) as conn, conn.cursor() as cur:

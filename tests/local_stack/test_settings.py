@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
 from local_stack.config import DB_USER, PROJECT_ROOT, WAREHOUSE_DB, Ports
-from local_stack.sample_orders import generate
+from local_stack.demo.sample_orders import generate
 from local_stack.settings import airflow_env, read_settings
 from local_stack.stack import LocalStack
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from psycopg import sql
 
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
+from include.etl.contract.schema import table_columns
 from include.etl.names import schema_of, table_ident
-from include.etl.schema import table_columns
 
 _NUMERIC = re.compile(r"^numeric\((\d+),(\d+)\)$")
 

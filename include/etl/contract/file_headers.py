@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from include.etl.contract import Contract, normalize_header
-from include.etl.csv_reader import RawBatch
+from include.etl.contract.model import Contract, normalize_header
+from include.etl.reading.csv_reader import RawBatch
 
 
 @dataclass

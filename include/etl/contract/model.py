@@ -29,7 +29,7 @@ from include.etl.names import LINEAGE_COLUMNS, schema_of, sibling
 ColumnType = Literal["text", "integer", "decimal", "boolean", "date", "timestamp"]
 Severity = Literal["reject_row", "quarantine_file", "warn"]
 
-CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "contracts"
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"  # include/contracts
 
 
 def contracts_dir() -> Path:
@@ -733,13 +733,27 @@ def _typed_expectation(e: Any, col: Column | Derived) -> Any:
     return e
 
 
+# Regex syntax RE2 and Python read alike: groups `(...)`, `(?:...)`, flags `(?i)`, and these escapes. A pattern
+# made only of it needs no check (pyarrow is not imported at every DAG parse); any other is checked by RE2 itself.
+_PLAIN_REGEX = re.compile(r"(?:[^\\(]|\\[dDwWsSbB.\\^$|?*+()\[\]{}/\-ntrfv]|\((?!\?)|\(\?(?:[imsU]+\)|[imsU]*:))*")
+
+
+def _plain_regex(pattern: str) -> bool:
+    """Whether the pattern is made only of syntax RE2 reads as Python does (no possessive quantifier either)."""
+    return bool(_PLAIN_REGEX.fullmatch(pattern)) and not re.search(r"[*+?}][+{]|\{,", pattern)
+
+
 def _check_re2(pattern: str, what: str) -> None:
     """The transform matches with RE2 (pyarrow), which has no look-around or backreferences."""
+    if _plain_regex(pattern):
+        return
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    # One empty string, from its buffers: pa.array() would import pandas (a second at every DAG parse).
+    empty = pa.Array.from_buffers(pa.string(), 1, [None, pa.py_buffer(bytes(8)), pa.py_buffer(b"")])
     try:
-        pc.match_substring_regex(pa.array([""], pa.string()), pattern)
+        pc.match_substring_regex(empty, pattern)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         problem = f"{what}: regex {pattern!r} is not RE2 syntax (no look-around, no backreferences)"
         raise ValueError(f"{problem}: {exc}") from None

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from psycopg import sql
 
-from include.etl.contract import Column, Contract
+from include.etl.contract.model import Column, Contract
 from include.etl.names import SOURCE_KEY, table_ident
 
 # The relation the check operators run their conditions against: exactly one row.

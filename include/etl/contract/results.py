@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
-from include.etl.storage import RawObject
+from include.etl.reading.storage import RawObject
 
 # processed: clean rows written (maybe none); rejected: the file as a whole broke the contract
 # (or an expectation quarantined it); superseded: the object changed before it could be read;

@@ -14,7 +14,7 @@ import pyarrow as pa
 from include.etl.names import LOADED_AT, REJECTED_LEAD, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, unique_names
 
 if TYPE_CHECKING:
-    from include.etl.contract import Column, Contract, Derived
+    from include.etl.contract.model import Column, Contract, Derived
 
 
 def arrow_type(column: Column | Derived) -> pa.DataType:

@@ -22,24 +22,18 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from include.etl import storage
-from include.etl.cleaning import (
-    FileState,
-    clean_batch,
-    describe_expectation,
-    file_expectations,
-    malformed_table,
-    visible,
-    whole_file_rejected,
-)
-from include.etl.contract import INVISIBLE, Contract, HeaderMapping, RowCountBetween
-from include.etl.csv_reader import CsvFormatError, ReadLimits, open_raw, read_csv
-from include.etl.file_headers import HeaderWatch, reads_as_data, reordered
+from include.etl.contract.cleaning import clean_batch, malformed_table, whole_file_rejected
+from include.etl.contract.expectations import describe_expectation, file_expectations
+from include.etl.contract.file_headers import HeaderWatch, reads_as_data, reordered
+from include.etl.contract.model import INVISIBLE, Contract, HeaderMapping, RowCountBetween
+from include.etl.contract.results import FileResult
+from include.etl.contract.schema import output_schema, rejected_schema
+from include.etl.contract.values.common import FileState, visible
 from include.etl.names import SOURCE_LINE
-from include.etl.results import FileResult
-from include.etl.schema import output_schema, rejected_schema
+from include.etl.reading import storage
+from include.etl.reading.csv_reader import CsvFormatError, ReadLimits, open_raw, read_csv
+from include.etl.reading.storage import ObjectChangedError, RawObject
 from include.etl.settings import DatasetSettings
-from include.etl.storage import ObjectChangedError, RawObject
 
 PARQUET_COMPRESSION = "zstd"
 PARQUET_TYPE = "application/vnd.apache.parquet"

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from include.etl import storage
-from include.etl.contract import Contract
-from include.etl.results import FileResult
+from include.etl.contract.model import Contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.transform import ZoneKeys
+from include.etl.reading import storage
 from include.etl.settings import DatasetSettings
-from include.etl.transform import ZoneKeys
 
 _BATCH_ROWS = 250_000
 _EXAMPLES = 5

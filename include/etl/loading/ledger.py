@@ -24,9 +24,9 @@ from typing import Any, Literal
 
 from psycopg import sql
 
-from include.etl.layout import partition_day
 from include.etl.names import schema_of, table_ident
-from include.etl.storage import RawObject
+from include.etl.reading.layout import partition_day
+from include.etl.reading.storage import RawObject
 
 Status = Literal["pending", "failed", "parked", "loaded", "rejected", "superseded", "skipped", "deleted", "ignored"]
 OPEN: tuple[Status, ...] = ("pending", "failed")

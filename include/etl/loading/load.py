@@ -19,14 +19,16 @@ from typing import Any
 
 from psycopg import sql
 
-from include.etl import evolution, ledger, owners, staging, storage
-from include.etl.contract import Contract
-from include.etl.merge import MergeResult, merge
+from include.etl.contract import evolution
+from include.etl.contract.model import Contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.schema import table_columns
+from include.etl.loading import ledger, owners, staging
+from include.etl.loading.merge import MergeResult, merge
 from include.etl.names import schema_of, table_ident
-from include.etl.results import FileResult
-from include.etl.schema import table_columns
+from include.etl.reading import storage
+from include.etl.reading.storage import RawObject
 from include.etl.settings import DatasetSettings
-from include.etl.storage import RawObject
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +135,26 @@ def load_files(
     `settings.copy_workers` connections COPY files into staging at once. `current(key)` gives
     the key's current S3 version (default: a HEAD request on the raw bucket).
     """
-    current = current or (lambda key: storage.head(s3, settings.raw_bucket, key))
-    report = LoadReport()
+    job = LoadJob(
+        contract,
+        settings,
+        s3,
+        tuple(results),
+        run_id,
+        reprocess,
+        tuple(deleted),
+        connect,
+        current or (lambda key: storage.head(s3, settings.raw_bucket, key)),
+    )
     shared: list[staging.Stage] = []  # committed by other connections: dropped here on failure
     if connect is not None:  # they create the staging table in this schema: it must exist for them
         staging.autocommit(
             connect, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(contract.etl_schema))
         )
-    report.schema_changes = prepare_tables(conn, contract)
+    schema_changes = prepare_tables(conn, contract)
     try:
         with conn.transaction(), conn.cursor() as cur:
-            _load(cur, s3, contract, settings, results, run_id, reprocess, deleted, connect, current, report, shared)
+            report = _load(cur, job, shared)
     except BaseException:
         for stage in shared:
             try:
@@ -151,7 +162,23 @@ def load_files(
             except Exception:  # the next load of the dataset drops it (staging.new_stage)
                 log.warning("could not drop staging table %s", stage.name, exc_info=True)
         raise
+    report.schema_changes = schema_changes
     return report
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """One load: the files it merges, the dataset's contract and settings, the clients, the run."""
+
+    contract: Contract
+    settings: DatasetSettings
+    s3: Any  # a boto3 S3 client
+    results: Sequence[FileResult]
+    run_id: str
+    reprocess: bool
+    deleted: Sequence[str]  # raw keys listing found gone
+    connect: Callable[[], Any] | None  # another connection to the database, for parallel COPY
+    current: Callable[[str], RawObject | None]  # a key's current S3 version
 
 
 @dataclass
@@ -160,29 +187,21 @@ class _Plan:
     jobs: list[tuple[FileResult, staging.StageJob]] = field(default_factory=list)
     retract: list[str] = field(default_factory=list)
     expected: list[RawObject] = field(default_factory=list)  # newer versions seen: pending for the next run
+    skipped: list[str] = field(default_factory=list)  # another run got there first
 
 
-def _load(
-    cur: Any,
-    s3: Any,
-    contract: Contract,
-    settings: DatasetSettings,
-    results: Sequence[FileResult],
-    run_id: str,
-    reprocess: bool,
-    deleted: Sequence[str],
-    connect: Callable[[], Any] | None,
-    current: Callable[[str], RawObject | None],
-    report: LoadReport,
-    shared: list[staging.Stage],
-) -> None:
+def _load(cur: Any, job: LoadJob, shared: list[staging.Stage]) -> LoadReport:
+    """The load in the caller's transaction; staging tables other connections committed are added to `shared`
+    (for the caller to drop should the transaction fail)."""
+    contract, settings, run_id, connect = job.contract, job.settings, job.run_id, job.connect
     lock(cur, contract)
-    plan = _decide(cur, contract, results, run_id, reprocess, deleted, current, report)
+    plan = _decide(cur, job)
+    report = LoadReport(skipped=plan.skipped)
     clock = time.perf_counter()
     merged = MergeResult()
     if plan.jobs or plan.retract:
         stage = staging.new_stage(cur, contract)
-        jobs = [job for _, job in plan.jobs]
+        jobs = [stage_job for _, stage_job in plan.jobs]
         parallel = connect is not None and settings.copy_workers > 1 and len(jobs) > 1
         if parallel:
             shared.append(stage)
@@ -190,15 +209,15 @@ def _load(
         else:
             cur.execute(stage.ddl)
         staged = staging.copy_files(
-            cur, s3, settings.processed_bucket, stage, jobs, connect if parallel else None, settings.copy_workers
+            cur, job.s3, settings.processed_bucket, stage, jobs, connect if parallel else None, settings.copy_workers
         )
         report.rows_staged = staged.rows
         report.seconds["stage"] = round(time.perf_counter() - clock, 3)
         loadable = []
-        for result, job in plan.jobs:
-            if job.source.key in staged.failed:
-                plan.outcomes.append(_outcome(result, run_id, "failed", error=staged.failed[job.source.key]))
-            elif job.source.key in staged.stale:
+        for result, stage_job in plan.jobs:
+            if stage_job.source.key in staged.failed:
+                plan.outcomes.append(_outcome(result, run_id, "failed", error=staged.failed[stage_job.source.key]))
+            elif stage_job.source.key in staged.stale:
                 log.info("%s stays pending: its processed file is being rewritten by another run", result.source_key)
             else:
                 loadable.append(result)
@@ -226,22 +245,23 @@ def _load(
             cur, contract.ledger_table, obj, run_id, "seen when an older version was loaded", settings.raw_prefix
         )
     ledger.record(cur, contract.ledger_table, plan.outcomes, settings.max_attempts, settings.raw_prefix)
-    if deleted and contract.on_source_delete == "remove":
-        ledger.mark_deleted(cur, contract.ledger_table, [k for k in plan.retract if k in set(deleted)], remove=True)
+    if job.deleted and contract.on_source_delete == "remove":
+        gone = set(job.deleted)
+        ledger.mark_deleted(cur, contract.ledger_table, [k for k in plan.retract if k in gone], remove=True)
     report.files = [_file_report(o, merged) for o in plan.outcomes]
+    return report
 
 
-def _decide(
-    cur: Any,
-    contract: Contract,
-    results: Sequence[FileResult],
-    run_id: str,
-    reprocess: bool,
-    deleted: Sequence[str],
-    current: Callable[[str], RawObject | None],
-    report: LoadReport,
-) -> _Plan:
+def _decide(cur: Any, job: LoadJob) -> _Plan:
     """What to do with each file, under the lock, against the ledger and S3 as they are now."""
+    contract, results, run_id, reprocess, deleted, current = (
+        job.contract,
+        job.results,
+        job.run_id,
+        job.reprocess,
+        job.deleted,
+        job.current,
+    )
     plan = _Plan()
     keys = [r.source_key for r in results] + list(deleted)
     known = {(r.source_key, r.etag, r.last_modified): r for r in ledger.rows_for(cur, contract.ledger_table, keys)}
@@ -253,7 +273,7 @@ def _decide(
             plan.outcomes.append(_outcome(result, run_id, "failed", error=result.error))
             continue
         if row is not None and row.status in ("loaded", "rejected", "skipped", "deleted") and not reprocess:
-            report.skipped.append(version.key)  # another run got there first
+            plan.skipped.append(version.key)
             continue
         now = current(version.key)
         newer = now is not None and not now.same_version(version)

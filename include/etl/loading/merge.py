@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from include.etl import staging
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
+from include.etl.loading import staging
 from include.etl.names import LOADED_AT, SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED, table_ident
 
 IS_NEW = "etl_is_new"  # etl_latest: the table has no row with this key

@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import sql
 
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
 from include.etl.names import schema_of, table_ident
 
 _OWNER = re.compile(r"^csv-etl owner: ([a-z][a-z0-9_]*)")

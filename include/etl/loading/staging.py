@@ -31,12 +31,12 @@ try:  # Arrow -> PostgreSQL binary COPY; no wheel for Linux on ARM, where CSV CO
 except ImportError:  # pragma: no cover - depends on the platform
     pgpq = None  # type: ignore[assignment]
 
-from include.etl import storage
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
+from include.etl.contract.schema import pg_type
 from include.etl.faults import describe, is_transient
 from include.etl.names import SOURCE_KEY, SOURCE_LINE, SOURCE_MODIFIED
-from include.etl.schema import pg_type
-from include.etl.storage import ObjectChangedError, RawObject
+from include.etl.reading import storage
+from include.etl.reading.storage import ObjectChangedError, RawObject
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from include.etl.value_bytes import may_contain
+from include.etl.reading.value_bytes import may_contain
 
 Opener = Callable[[], BinaryIO]
 
@@ -983,7 +983,7 @@ def _line_breaks(col: pa.Array) -> np.ndarray:
     if len(col) and pc.any(pc.match_substring(col, "\r")).as_py():
         breaks += pc.count_substring(col, "\r").to_numpy(zero_copy_only=False)
         breaks -= pc.count_substring(col, "\r\n").to_numpy(zero_copy_only=False)
-    return breaks
+    return np.asarray(breaks, dtype=np.int64)
 
 
 def _text_line_breaks(text: str) -> int:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from include.etl.storage import RAW_SUFFIXES
+from include.etl.reading.storage import RAW_SUFFIXES
 
 if TYPE_CHECKING:
-    from include.etl.storage import RawObject
+    from include.etl.reading.storage import RawObject
 
 _FOLDER = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 
@@ -66,7 +66,7 @@ def scan(s3: Any, bucket: str, raw_prefix: str) -> Layout:
 
     One listing of the prefix's top level (S3 groups the folders), plus a listing of each misplaced folder.
     """
-    from include.etl.storage import object_version
+    from include.etl.reading.storage import object_version
 
     prefix = raw_prefix.strip("/") + "/"
     expected = f"files go in {prefix}dt=YYYY-MM-DD/"

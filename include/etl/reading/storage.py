@@ -183,7 +183,7 @@ def download_version(s3: Any, bucket: str, key: str, made_from: RawObject, path:
 
 
 def read_bytes(s3: Any, bucket: str, key: str) -> bytes:
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def delete(s3: Any, bucket: str, key: str) -> None:
@@ -238,7 +238,7 @@ def sniff_content_type(head_bytes: bytes, name: str) -> str:
 
 def first_bytes(s3: Any, bucket: str, key: str, n: int = 4096) -> bytes:
     try:
-        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"].read()
+        return bytes(s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{n - 1}")["Body"].read())
     except ClientError:
         return b""
 

@@ -31,7 +31,7 @@ def value_bytes(values: pa.Array) -> bytes:
     width = np.int64 if values.type in _LARGE else np.int32
     size = np.dtype(width).itemsize
     first, last = np.frombuffer(offsets, dtype=width, count=len(values) + 1, offset=values.offset * size)[[0, -1]]
-    return data.slice(int(first), int(last - first)).to_pybytes()
+    return bytes(data.slice(int(first), int(last - first)).to_pybytes())
 
 
 def may_contain(values: pa.Array, *needles: bytes) -> bool:

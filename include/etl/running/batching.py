@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 
-from include.etl.storage import RawFile
+from include.etl.reading.storage import RawFile
 
 
 def group_files(files: list[RawFile], max_tasks: int) -> list[list[RawFile]]:

@@ -18,16 +18,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.etl.contract import Contract, ContractError, contract_paths, load_contract
-from include.etl.events import raw_files_asset, table_asset
+from include.etl.contract.model import Contract, ContractError, contract_paths, load_contract
+from include.etl.contract.quality import ONE_ROW, column_checks, table_checks
+from include.etl.loading.owners import collisions
 from include.etl.names import dag_id
-from include.etl.notify import on_task_failure
-from include.etl.owners import collisions
-from include.etl.quality import ONE_ROW, column_checks, table_checks
+from include.etl.running.events import raw_files_asset, table_asset
+from include.etl.running.notify import on_task_failure
 from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings, SettingsError
 
 if TYPE_CHECKING:
-    from include.etl.storage import RawFile
+    from include.etl.reading.storage import RawFile
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -101,14 +101,14 @@ def build_pipeline(contract: Contract) -> Any:
     def pipeline() -> None:
         @task
         def list_files() -> list[list[RawFile]]:
-            from include.etl import tasks
+            from include.etl.running import tasks
 
             return tasks.list_files(get_current_context(), contract)
 
         @task(map_index_template="{{ file_name }}")
         def transform(files: list[RawFile]) -> list[dict[str, Any]]:
-            from include.etl import tasks
-            from include.etl.batching import group_label
+            from include.etl.running import tasks
+            from include.etl.running.batching import group_label
 
             context = get_current_context()
             context["file_name"] = group_label(files)  # type: ignore[typeddict-unknown-key]
@@ -116,25 +116,25 @@ def build_pipeline(contract: Contract) -> Any:
 
         @task(trigger_rule="all_done")
         def load(groups: list[list[RawFile]]) -> dict[str, Any]:
-            from include.etl import tasks
+            from include.etl.running import tasks
 
             return tasks.load(get_current_context(), contract, groups)
 
         @task(trigger_rule="all_done")
         def validation_report(groups: list[list[RawFile]]) -> list[dict[str, Any]]:
-            from include.etl import tasks
+            from include.etl.running import tasks
 
             return tasks.validation_report(get_current_context(), contract, groups)
 
         @task.short_circuit(ignore_downstream_trigger_rules=False)
         def table_changed(summary: dict[str, Any]) -> bool:
-            from include.etl import tasks
+            from include.etl.running import tasks
 
             return tasks.table_changed(summary)
 
         @task(trigger_rule="none_failed")
         def notify(summary: dict[str, Any], report: list[dict[str, Any]]) -> None:
-            from include.etl import tasks
+            from include.etl.running import tasks
 
             tasks.send_summary(get_current_context(), contract, summary, report)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.etl.results import FileResult
+from include.etl.contract.results import FileResult
 from include.etl.settings import DatasetSettings
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Lineage:
 
 def transformed(results: Sequence[FileResult], settings: DatasetSettings) -> Lineage:
     """The transform's lineage: each raw version it read, each object it wrote for it."""
-    from include.etl.transform import ZoneKeys
+    from include.etl.contract.transform import ZoneKeys
 
     lineage = Lineage()
     for r in results:

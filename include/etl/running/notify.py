@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from include.etl.contract import Contract
+from include.etl.contract.model import Contract
 from include.etl.settings import DatasetSettings
 
 _FILE_COLUMNS = (

@@ -17,17 +17,19 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from include.etl import layout, ledger, lineage, notify, owners, storage
-from include.etl.batching import group_files, group_label
-from include.etl.contract import Contract
-from include.etl.events import keys_from_asset_events, partitions_of
+from include.etl.contract.model import Contract
+from include.etl.contract.results import FileResult
+from include.etl.contract.transform import transform_file
 from include.etl.faults import describe, is_transient
-from include.etl.load import LoadReport, load_files
-from include.etl.results import FileResult
-from include.etl.runs import partition_day, partitions_to_list
+from include.etl.loading import ledger, owners
+from include.etl.loading.load import LoadReport, load_files
+from include.etl.reading import layout, storage
+from include.etl.reading.storage import RawFile, RawObject
+from include.etl.running import lineage, notify
+from include.etl.running.batching import group_files, group_label
+from include.etl.running.events import keys_from_asset_events, partitions_of
+from include.etl.running.runs import partition_day, partitions_to_list
 from include.etl.settings import AWS_CONN_ID, POSTGRES_CONN_ID, SMTP_CONN_ID, DatasetSettings
-from include.etl.storage import RawFile, RawObject
-from include.etl.transform import transform_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -320,7 +322,7 @@ def table_changed(summary: dict[str, Any]) -> bool:
 @fail_fast
 def validation_report(context: Any, contract: Contract, groups: list[list[RawFile]]) -> list[dict[str, Any]]:
     """Run the contract's Great Expectations suite on each processed file and store its report beside it."""
-    from include.etl.validation import SuiteValidator, validate_processed
+    from include.etl.contract.validation import SuiteValidator, validate_processed
 
     settings = DatasetSettings.from_airflow(contract.dataset)
     processed = [r for r in _transform_results(context, groups) if r.status == "processed" and r.processed_key]
