@@ -119,7 +119,7 @@ def clean_timestamp(col: Column, present: pa.Array, raw: pa.Array, ctx: Context)
     unparsed = pc.and_(pc.and_(pc.is_valid(present), pc.is_null(values)), pa.array(~(gap | ambiguous).to_numpy()))
     reasons = [
         day_month_order(col, formats, series, parsed, ctx, raw),
-        two_readings(col, two_readings, raw),
+        two_readings_reason(col, two_readings, raw),
         reason_where(unparsed, f"{col.name} '{{v}}' is not a recognised date/time", raw),
         reason_where(gap.to_numpy(), f"{col.name} '{{v}}' does not exist in {zone} (clocks went forward)", raw),
         reason_where(
@@ -156,7 +156,7 @@ def clean_date(col: Column, present: pa.Array, raw: pa.Array, ctx: Context) -> t
     unparsed = pc.and_(pc.is_valid(present), pc.is_null(values))
     reasons = [
         day_month_order(col, col.formats, series, parsed, ctx, raw),
-        two_readings(col, two_readings, raw),
+        two_readings_reason(col, two_readings, raw),
         reason_where(unparsed, f"{col.name} '{{v}}' is not a recognised date", raw),
         reason_where(has_time.to_numpy(), f"{col.name} '{{v}}' has a time of day: a date column would drop it", raw),
     ]
@@ -228,7 +228,7 @@ def day_month_order(
     return first_reason(hint, guessed)
 
 
-def two_readings(col: Column, ambiguous: pd.Series, raw: pa.Array) -> pa.Array:
+def two_readings_reason(col: Column, ambiguous: pd.Series, raw: pa.Array) -> pa.Array:
     message = f"{col.name} '{{v}}' reads as different dates in the contract's formats ({', '.join(col.formats)})"
     return reason_where(ambiguous.to_numpy(), message, raw)
 
