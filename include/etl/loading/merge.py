@@ -229,8 +229,7 @@ def _rank_every_row(cur: Any, fmt: dict[str, Any], args: dict[str, Any]) -> dict
         ).format(**fmt),
         args,
     )
-    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_latest WHERE {file_rank} > 1 GROUP BY 1").format(**fmt))
-    collapsed = {k: int(n) for k, n in cur.fetchall()}
+    collapsed = _collapsed_by_file(cur, "etl_latest", fmt)
     # Staged rows that lost to another staged row of their key: out of etl_latest; each other file's best one into
     # the duplicates.
     cur.execute(
@@ -240,6 +239,13 @@ def _rank_every_row(cur: Any, fmt: dict[str, Any], args: dict[str, Any]) -> dict
         ).format(**fmt)
     )
     return collapsed
+
+
+def _collapsed_by_file(cur: Any, ranked: str, fmt: dict[str, Any]) -> dict[str, int]:
+    """Per source key, the rows of a ranked temp table that are not their file's best row for their key."""
+    query = sql.SQL("SELECT {sk}, count(*) FROM {ranked} WHERE {file_rank} > 1 GROUP BY 1")
+    cur.execute(query.format(ranked=sql.Identifier(ranked), **fmt))
+    return {k: int(n) for k, n in cur.fetchall()}
 
 
 def _rank_duplicated_keys(
@@ -278,8 +284,7 @@ def _rank_duplicated_keys(
             "INSERT INTO {dups} ({cols}) SELECT {cols} FROM etl_ranked WHERE {rank} > 1 AND {file_rank} = 1"
         ).format(**fmt)
     )
-    cur.execute(sql.SQL("SELECT {sk}, count(*) FROM etl_ranked WHERE {file_rank} > 1 GROUP BY 1").format(**fmt))
-    collapsed = {k: int(n) for k, n in cur.fetchall()}
+    collapsed = _collapsed_by_file(cur, "etl_ranked", fmt)
     cur.execute(
         sql.SQL(
             "CREATE TEMP TABLE etl_latest ON COMMIT DROP AS "

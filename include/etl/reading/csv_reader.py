@@ -167,12 +167,11 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
-class _CountingReader(io.RawIOBase):
-    """Counts the bytes read from a (compressed) source."""
+class _RawStream(io.RawIOBase):
+    """io.RawIOBase over any object with read(n); closed when we close it, not when it reaches its end."""
 
     def __init__(self, body: BinaryIO) -> None:
         self._body = body
-        self.count = 0
 
     def readable(self) -> bool:
         return True
@@ -180,7 +179,6 @@ class _CountingReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         data = self._body.read(len(buffer))
         buffer[: len(data)] = data
-        self.count += len(data)
         return len(data)
 
     def close(self) -> None:
@@ -188,6 +186,19 @@ class _CountingReader(io.RawIOBase):
             self._body.close()
         finally:
             super().close()
+
+
+class _CountingReader(_RawStream):
+    """Counts the bytes read from a (compressed) source."""
+
+    def __init__(self, body: BinaryIO) -> None:
+        super().__init__(body)
+        self.count = 0
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        n = super().readinto(buffer)
+        self.count += n
+        return n
 
 
 class _BoundedGzip(io.RawIOBase):
@@ -952,27 +963,6 @@ def _buffered(raw: BinaryIO) -> BinaryIO:
     if isinstance(raw, io.BufferedIOBase):
         return raw
     return io.BufferedReader(_RawStream(raw))
-
-
-class _RawStream(io.RawIOBase):
-    """io.RawIOBase over any object with read(n); closed when we close it, not when it reaches its end."""
-
-    def __init__(self, body: BinaryIO) -> None:
-        self._body = body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self._body.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        try:
-            self._body.close()
-        finally:
-            super().close()
 
 
 def _line_breaks(col: pa.Array) -> np.ndarray:
