@@ -35,7 +35,7 @@ def _user_stack() -> Iterator[dict[str, str]]:
     state = Path(tempfile.mkdtemp(prefix="orders-etl-demo-"))
     os.chmod(state, 0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "LOCAL_", "ETL_"))}
-    ports = {f"LOCAL_{name}_PORT": _free_port() for name in ("PG", "S3", "SMTP", "AIRFLOW")}
+    ports = {f"LOCAL_{name}_PORT": _free_port() for name in ("PG", "S3", "SMTP", "AIRFLOW", "DASHBOARD")}
     env.update({k: str(v) for k, v in ports.items()}, LOCAL_STATE_DIR=str(state), PYTHONPATH=str(PROJECT_ROOT))
     try:
         yield env
@@ -121,6 +121,7 @@ def test_the_stack_it_started_stops(demo_env: dict[str, str]) -> None:
         ("s3", "down"),
         ("smtp", "down"),
         ("airflow", "down"),
+        ("dashboard", "down"),  # make status names the dashboard's port too
     ]
 
 
