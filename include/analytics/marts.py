@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import reduce
 from operator import or_
 from pathlib import Path
 from typing import Any
 
 from include.analytics.alerts import keep_failures, on_dbt_failure
-from include.etl.running.dag_factory import valid_contracts
+from include.etl.running.dag_factory import retry_args, valid_contracts
 from include.etl.running.events import table_asset
 from include.etl.settings import POSTGRES_CONN_ID, DatasetSettings
 
@@ -113,10 +113,7 @@ def build_marts_dag(project_dir: Path, dag_id: str = DAG_ID, select: Sequence[st
             "owner": "analytics",
             "priority_weight": 1,
             "weight_rule": "absolute",
-            "retries": settings.task_retries,
-            "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
-            "retry_exponential_backoff": 2.0,
-            "max_retry_delay": timedelta(minutes=10),
+            **retry_args(settings),
             "on_failure_callback": on_dbt_failure,
         },
         # After each dbt command, what failed goes to XCom for the alert (the project copy is then deleted).

@@ -32,6 +32,16 @@ if TYPE_CHECKING:
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def retry_args(settings: DatasetSettings) -> dict[str, Any]:
+    """A task's retries: `task_retries` tries, backing off exponentially from `retry_delay_seconds` up to 10 min."""
+    return {
+        "retries": settings.task_retries,
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+
+
 def valid_contracts() -> tuple[list[Contract], list[str]]:
     """The contracts that can become a DAG, and what is wrong with the others (file, key, problem).
 
@@ -70,14 +80,7 @@ def build_pipeline(contract: Contract) -> Any:
     daily = CronDataIntervalTimetable("0 0 * * *", timezone="UTC")
     # With an SQS queue of the raw prefix's S3 notifications, new files also start a run at once.
     raw_files = raw_files_asset(contract.dataset, settings)
-    default_args = {
-        "owner": "data-engineering",
-        "retries": settings.task_retries,
-        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": timedelta(minutes=10),
-        "on_failure_callback": on_task_failure,
-    }
+    default_args = {"owner": "data-engineering", **retry_args(settings), "on_failure_callback": on_task_failure}
 
     @dag(
         dag_id=dag_id(contract.dataset),
